@@ -1,0 +1,207 @@
+"""`rnnreg` command line: parses, calls the library, prints. No logic of its own."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rnnreg.config import Experiment, apply_overrides, valid_keys
+
+if TYPE_CHECKING:
+    from rnnreg.fit import EpochRecord
+
+
+def _add_data_args(p: argparse.ArgumentParser, *, required: bool = False) -> None:
+    p.add_argument(
+        "--data",
+        required=required,
+        help="a dataset name (see `rnnreg datasets`) or a .csv/.tsv/.jsonl file",
+    )
+    p.add_argument("--text-col", help="column holding the text (default: text)")
+    p.add_argument("--label-col", help="column holding the label (default: label)")
+
+
+def _data_overrides(args: argparse.Namespace) -> list[str]:
+    sets = []
+    if args.data is not None:
+        sets.append(f"data.source={args.data}")
+    if args.text_col is not None:
+        sets.append(f"data.text_col={args.text_col}")
+    if args.label_col is not None:
+        sets.append(f"data.label_col={args.label_col}")
+    return sets
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rnnreg",
+        description="Regularized RNN text classifiers, with checks that each regularizer does what it claims.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("notebook", help="replay the user's notebook through rnnreg and say what it got wrong")
+    p.add_argument("--seeds", type=int, default=20, help="seeds for the mini-challenge re-run (default: 20)")
+
+    p = sub.add_parser("train", help="train one model; writes model.pt, last.pt and metrics.json to --out")
+    _add_data_args(p)
+    p.add_argument("--epochs", type=int, help="training epochs (train.epochs)")
+    p.add_argument("--seed", type=int, default=0, help="seed for initialisation, dropout and batch order")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE", help="override a setting")
+    p.add_argument("--out", type=Path, help="output folder (default: runs/<dataset>-seed<seed>)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from --out/last.pt")
+
+    p = sub.add_parser("evaluate", help="evaluate a checkpoint written by `rnnreg train`")
+    p.add_argument("checkpoint", type=Path)
+    _add_data_args(p, required=True)
+    p.add_argument(
+        "--split",
+        choices=("test", "val", "train", "all"),
+        help="which part of --data (default: test for a named dataset, all of a file)",
+    )
+
+    sub.add_parser("datasets", help="list the built-in datasets")
+    sub.add_parser("keys", help="list every SECTION.FIELD that --set accepts, with its default")
+    return parser
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"rnnreg: error: {message}", file=sys.stderr)
+    return code
+
+
+def _cmd_notebook(args: argparse.Namespace) -> int:
+    from rnnreg import notebook
+
+    if args.seeds < 2:
+        return _fail(f"--seeds must be >= 2 to show a spread (got {args.seeds})")
+    notebook.run(print, seeds=args.seeds)
+    return 0
+
+
+def _format_epoch(record: EpochRecord, epochs: int) -> str:
+    line = (
+        f"epoch {record.epoch:>3}/{epochs}  train loss {record.train_loss:.4f}  acc {record.train_acc:.3f}"
+        f"  |grad| {record.grad_norm:.3g}"
+    )
+    if record.val is not None:
+        line += f"  val acc {record.val.accuracy:.3f}  macro-F1 {record.val.macro_f1:.3f}"
+    if record.skipped:
+        line += f"  skipped {record.skipped}"
+    return line + f"  ({record.seconds:.1f}s)"
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from rnnreg.fit import fit, prepare
+
+    sets = _data_overrides(args) + list(args.set)
+    if args.epochs is not None:
+        if args.epochs < 1:
+            return _fail(f"--epochs must be >= 1 (got {args.epochs}); e.g. --epochs 10")
+        sets.append(f"train.epochs={args.epochs}")
+    experiment = apply_overrides(Experiment(), sets)
+    data = prepare(experiment.data)
+    out_dir = args.out or Path("runs") / f"{Path(experiment.data.source).stem}-seed{args.seed}"
+    print(f"data: {data.corpus.describe()}; vocabulary {len(data.vocab)} (built on the training split)")
+    m, t = experiment.model, experiment.train
+    probs = ", ".join(f"{name}={getattr(m, name)}" for name in m.dropout_fields())
+    print(
+        f"model: {m.arch} {m.rnn} x{m.num_layers} {'bi' if m.bidirectional else 'uni'}directional, "
+        f"embed {m.embed_dim}, hidden {m.hidden_dim}, pooling {m.pooling}; {probs}"
+    )
+    print(
+        f"train: {t.optimizer} lr={t.lr} weight_decay={t.weight_decay}, clip {t.clip}, "
+        f"label_smoothing={t.label_smoothing}, amp={t.amp}, batch {t.batch_size}, seed {args.seed} -> {out_dir}"
+    )
+    result = fit(
+        experiment,
+        data,
+        args.seed,
+        out_dir=out_dir,
+        resume=args.resume,
+        progress=lambda r: print(_format_epoch(r, t.epochs), flush=True),
+    )
+    h = result.history
+    if t.amp != "off":
+        ran = ", ".join(h.low_precision) or "nothing"
+        print(f"amp: asked {t.amp}, ran {h.amp} (low precision in: {ran})")
+    print(f"best epoch {h.best_epoch}: val macro-F1 {h.best_val_f1:.4f}; skipped steps {h.skipped_steps}")
+    if result.test is not None:
+        print(f"test: accuracy {result.test.accuracy:.4f}, macro-F1 {result.test.macro_f1:.4f} (n={result.test.n})")
+    print(f"wrote {out_dir / 'model.pt'}, {out_dir / 'last.pt'}, {out_dir / 'metrics.json'}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from rnnreg.data import DATASETS, encode, load_corpus
+    from rnnreg.fit import evaluate, load_model
+
+    loaded = load_model(args.checkpoint)
+    cfg = apply_overrides(Experiment(data=loaded.experiment.data), _data_overrides(args)).data
+    split = args.split or ("test" if cfg.source in DATASETS else "all")
+    if split == "all":  # the whole file is evaluation data: no held-out fractions
+        cfg = dataclasses.replace(cfg, val_frac=0.0, test_frac=0.0)
+    corpus = load_corpus(cfg)
+    examples = corpus.train if split == "all" else getattr(corpus, split)
+    if not examples:
+        return _fail(f"--split {split} of {cfg.source!r} is empty; choose another --split")
+    unknown = sorted(set(corpus.label_names) - set(loaded.label_names))
+    if unknown:
+        return _fail(
+            f"labels {unknown} of {cfg.source!r} were not seen in training (the model knows {loaded.label_names})"
+        )
+    remap = {i: loaded.label_names.index(name) for i, name in enumerate(corpus.label_names)}
+    examples = [(text, remap[label]) for text, label in examples]
+    encoded = encode(examples, loaded.vocab, cfg.max_len)
+    m = evaluate(loaded.model, encoded, batch_size=loaded.experiment.train.eval_batch_size)
+    print(f"{args.checkpoint} on {cfg.source} [{split}] (n={m.n}): accuracy {m.accuracy:.4f}, macro-F1 {m.macro_f1:.4f}")
+    print(json.dumps(dataclasses.asdict(m)))
+    return 0
+
+
+def _cmd_datasets(_args: argparse.Namespace) -> int:
+    from rnnreg.data import list_datasets
+
+    for name, description in list_datasets():
+        print(f"{name:<10} {description}")
+    return 0
+
+
+def _cmd_keys(_args: argparse.Namespace) -> int:
+    defaults = Experiment().to_dict()
+    for key in valid_keys():
+        section, name = key.split(".")
+        print(f"{key:<28} {defaults[section][name]!r}")
+    return 0
+
+
+COMMANDS = {
+    "notebook": _cmd_notebook,
+    "train": _cmd_train,
+    "evaluate": _cmd_evaluate,
+    "datasets": _cmd_datasets,
+    "keys": _cmd_keys,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    warnings.simplefilter("default")  # show library warnings (a no-op regularizer, an amp that did not apply) once
+    try:
+        return COMMANDS[args.command](args)
+    except (ValueError, TypeError) as e:
+        if os.environ.get("RNNREG_DEBUG"):
+            raise  # the full traceback, for bug reports
+        return _fail(str(e))
+    except KeyboardInterrupt:
+        return _fail("interrupted; `rnnreg train --resume` continues from the last finished epoch", 130)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,339 @@
+"""fit(experiment, data, seed) -> FitResult; evaluate; atomic checkpoints and exact resume."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import f1_score
+from torch import nn
+
+from rnnreg.config import DataConfig, Experiment
+from rnnreg.data import Corpus, Vocab, encode, iterate_batches, load_corpus
+from rnnreg.model import build_model
+from rnnreg.step import (
+    eval_logits,
+    low_precision_modules,
+    make_optimizer,
+    make_scaler,
+    probe_autocast,
+    resolve_device,
+    train_step,
+)
+
+Encoded = list[tuple[list[int], int]]
+CHECKPOINT_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A corpus with its vocabulary (built on the training split only) and the encoded splits."""
+
+    corpus: Corpus
+    vocab: Vocab
+    train: Encoded
+    val: Encoded
+    test: Encoded
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.corpus.label_names)
+
+
+def prepare(cfg: DataConfig, corpus: Corpus | None = None) -> Prepared:
+    """Load (unless given), build the vocabulary on the training split, encode every split."""
+    corpus = corpus if corpus is not None else load_corpus(cfg)
+    vocab = Vocab.build((text for text, _ in corpus.train), min_freq=cfg.min_freq, max_size=cfg.max_vocab)
+    splits = (encode(split, vocab, cfg.max_len) for split in (corpus.train, corpus.val, corpus.test))
+    return Prepared(corpus, vocab, *splits)
+
+
+@dataclass(frozen=True)
+class Metrics:
+    loss: float  # plain cross-entropy, no smoothing, so runs with different label_smoothing compare
+    accuracy: float
+    macro_f1: float
+    n: int
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    epoch: int
+    train_loss: float
+    train_acc: float
+    grad_norm: float  # median pre-clip norm over the epoch's steps
+    skipped: int  # steps skipped for non-finite gradients
+    val: Metrics | None
+    seconds: float
+
+
+@dataclass
+class History:
+    epochs: list[EpochRecord] = field(default_factory=list)
+    best_epoch: int = 0
+    best_val_f1: float = -math.inf
+    stopped_early: bool = False
+    amp: str = "off"  # what actually ran: 'off' when autocast reached no module, whatever was asked
+    low_precision: list[str] = field(default_factory=list)
+
+    @property
+    def skipped_steps(self) -> int:
+        return sum(r.skipped for r in self.epochs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> History:
+        records = [
+            EpochRecord(**{**r, "val": Metrics(**r["val"]) if r["val"] is not None else None}) for r in d["epochs"]
+        ]
+        return cls(**{**d, "epochs": records})
+
+
+@dataclass
+class FitResult:
+    model: nn.Module
+    history: History
+    test: Metrics | None = None
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, data: Encoded, *, batch_size: int = 256, amp: str = "off", device: torch.device | None = None
+) -> Metrics:
+    """Accuracy and macro-F1 (scikit-learn) of ``model`` in eval mode; the model's mode is restored afterwards."""
+    if not data:
+        raise ValueError("cannot evaluate on an empty split; give the dataset a validation/test split")
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    preds, labels, loss_sum = [], [], 0.0
+    try:
+        for batch in iterate_batches(data, batch_size, shuffle=False, bucket=False):
+            batch = batch.to(device)
+            logits = eval_logits(model, batch, amp)
+            loss_sum += float(F.cross_entropy(logits, batch.labels, reduction="sum"))
+            preds.append(logits.argmax(1).cpu())
+            labels.append(batch.labels.cpu())
+    finally:
+        model.train(was_training)
+    y_pred, y_true = torch.cat(preds).numpy(), torch.cat(labels).numpy()
+    num_classes = int(logits.shape[1])
+    f1 = f1_score(y_true, y_pred, average="macro", labels=list(range(num_classes)), zero_division=0)
+    return Metrics(loss_sum / len(y_true), float(np.mean(y_pred == y_true)), float(f1), len(y_true))
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    """Write to a temporary file in the same folder, then rename: an interruption never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(text: str, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def save_model(path: Path, model: nn.Module, experiment: Experiment, data: Prepared, history: History) -> None:
+    """A self-contained model checkpoint: weights, config, vocabulary and label names (loads with weights_only)."""
+    _atomic_save(
+        {
+            "format": CHECKPOINT_FORMAT,
+            "experiment": experiment.to_dict(),
+            "model": model.state_dict(),
+            "vocab": data.vocab.to_dict(),
+            "label_names": list(data.corpus.label_names),
+            "history": history.to_dict(),
+        },
+        path,
+    )
+
+
+@dataclass(frozen=True)
+class Loaded:
+    model: nn.Module
+    experiment: Experiment
+    vocab: Vocab
+    label_names: list[str]
+
+
+def load_model(path: str | Path) -> Loaded:
+    """Load a checkpoint written by :func:`save_model`, with ``torch.load(weights_only=True)``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"checkpoint {str(path)!r} does not exist; pass the model.pt that `rnnreg train` wrote")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for a file that is not a checkpoint
+        raise ValueError(f"{str(path)!r} is not a readable rnnreg checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{str(path)!r} is not an rnnreg checkpoint of format {CHECKPOINT_FORMAT}")
+    experiment = Experiment.from_dict(ckpt["experiment"])
+    vocab = Vocab.from_dict(ckpt["vocab"])
+    label_names = list(ckpt["label_names"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a no-op regularizer was already reported when the model was trained
+        model = build_model(experiment.model, len(vocab), len(label_names))
+    model.load_state_dict(ckpt["model"])
+    return Loaded(model, experiment, vocab, label_names)
+
+
+def _training_state(
+    epoch: int,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    batch_gen: torch.Generator,
+    history: History,
+    best_state: dict[str, torch.Tensor],
+    seed: int,
+) -> dict[str, Any]:
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "epoch": epoch,
+        "seed": seed,
+        "model": model.state_dict(),
+        "best_model": best_state,
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "batch_rng": batch_gen.get_state(),
+        "history": history.to_dict(),
+    }
+
+
+def fit(
+    experiment: Experiment,
+    data: Prepared,
+    seed: int,
+    *,
+    out_dir: Path | None = None,
+    resume: bool = False,
+    progress: Callable[[EpochRecord], None] | None = None,
+) -> FitResult:
+    """Train one model; with ``out_dir``, keep ``last.pt`` (exact resume) and ``model.pt`` (best on validation).
+
+    Args:
+        experiment: the full configuration; ``experiment.data`` only describes how ``data`` was made.
+        data: the prepared corpus (see :func:`prepare`).
+        seed: seeds initialisation, dropout and batch order; the same seed gives bit-identical CPU training.
+        out_dir: where checkpoints go; nothing is written without it.
+        resume: continue from ``out_dir/last.pt`` when it exists; the result equals an uninterrupted run.
+        progress: called with each finished epoch's record.
+    Returns:
+        The model with its best validation weights restored (or its last, without a validation split), and history.
+    """
+    tc = experiment.train
+    device = resolve_device(tc.device)
+
+    # Model, optimizer and scaler; every random draw after this point follows from `seed`.
+    torch.manual_seed(seed)
+    model = build_model(experiment.model, len(data.vocab), data.num_classes).to(device)
+    optimizer = make_optimizer(model, tc)
+    scaler = make_scaler(device.type, tc.amp)
+    batch_gen = torch.Generator().manual_seed(seed)
+    history = History()
+    best_state = copy.deepcopy(model.state_dict())
+    start = 0
+
+    # Resume: restore every piece of state an uninterrupted run would carry into the next epoch.
+    last_path = out_dir / "last.pt" if out_dir is not None else None
+    if resume and last_path is not None and last_path.is_file():
+        state = torch.load(last_path, map_location=device, weights_only=True)
+        if state["seed"] != seed:
+            raise ValueError(f"{last_path} was written with seed {state['seed']}, not {seed}; resume with that seed")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["torch_rng"].cpu())
+        batch_gen.set_state(state["batch_rng"].cpu())
+        history = History.from_dict(state["history"])
+        best_state = state["best_model"]
+        start = state["epoch"]
+
+    # What autocast really reaches on this device decides the label of the run, never the request.
+    if tc.amp != "off" and data.train:
+        probe_batch = next(iter(iterate_batches(data.train[: tc.batch_size], tc.batch_size, shuffle=False)))
+        history.low_precision = low_precision_modules(probe_autocast(model, probe_batch.to(device), tc.amp))
+        history.amp = tc.amp if history.low_precision else "off"
+        if not history.low_precision:
+            warnings.warn(
+                f"train.amp={tc.amp!r}: autocast reached no module of this model on {device.type}; "
+                "the run is fp32 and is labelled amp='off'",
+                stacklevel=2,
+            )
+
+    for epoch in range(start + 1, tc.epochs + 1):
+        # Train one epoch.
+        t0 = time.perf_counter()
+        model.train()
+        losses, norms, correct, seen, skipped = [], [], 0, 0, 0
+        for batch in iterate_batches(data.train, tc.batch_size, shuffle=True, bucket=tc.bucket, generator=batch_gen):
+            batch = batch.to(device)
+            stats = train_step(model, batch, optimizer, scaler, tc)
+            skipped += stats.skipped
+            if not stats.skipped:
+                losses.append(stats.loss)
+                norms.append(stats.grad_norm)
+            correct += int((stats.logits.argmax(1) == batch.labels).sum())
+            seen += len(batch)
+
+        # Evaluate, keep the best weights, stop early when validation stops improving.
+        val = evaluate(model, data.val, batch_size=tc.eval_batch_size, amp=history.amp) if data.val else None
+        record = EpochRecord(
+            epoch=epoch,
+            train_loss=float(np.mean(losses)) if losses else math.nan,
+            train_acc=correct / max(seen, 1),
+            grad_norm=float(np.median(norms)) if norms else math.nan,
+            skipped=skipped,
+            val=val,
+            seconds=time.perf_counter() - t0,
+        )
+        history.epochs.append(record)
+        # Without a validation split the lowest training loss stands in for the best macro-F1.
+        score = val.macro_f1 if val is not None else -record.train_loss
+        if score > history.best_val_f1:
+            history.best_epoch, history.best_val_f1 = epoch, score
+            best_state = copy.deepcopy(model.state_dict())
+        if tc.patience and epoch - history.best_epoch >= tc.patience:
+            history.stopped_early = True
+        if last_path is not None:
+            state = _training_state(epoch, model, optimizer, scaler, batch_gen, history, best_state, seed)
+            _atomic_save(state, last_path)
+        if progress is not None:
+            progress(record)
+        if history.stopped_early:
+            break
+
+    # Finish with the best weights; write the self-contained model checkpoint and the metrics.
+    model.load_state_dict(best_state)
+    model.eval()
+    test = evaluate(model, data.test, batch_size=tc.eval_batch_size, amp=history.amp) if data.test else None
+    if out_dir is not None:
+        save_model(out_dir / "model.pt", model, experiment, data, history)
+        metrics = {"seed": seed, "history": history.to_dict(), "test": asdict(test) if test else None}
+        atomic_write_text(json.dumps(metrics, indent=2) + "\n", out_dir / "metrics.json")
+    return FitResult(model, history, test)
+
