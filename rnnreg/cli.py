@@ -191,11 +191,13 @@ COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from rnnreg.data import DatasetUnavailableError
+
     args = _parser().parse_args(argv)
     warnings.simplefilter("default")  # show library warnings (a no-op regularizer, an amp that did not apply) once
     try:
         return COMMANDS[args.command](args)
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, DatasetUnavailableError) as e:
         if os.environ.get("RNNREG_DEBUG"):
             raise  # the full traceback, for bug reports
         return _fail(str(e))

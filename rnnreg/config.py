@@ -102,6 +102,7 @@ class DataConfig(_Section):
                 f"{s}.val_frac + {s}.test_frac must leave training data "
                 f"(got {self.val_frac} + {self.test_frac} >= 1)"
             )
+        _positive(s, "split_seed", self.split_seed, allow_zero=True)
         _positive(s, "min_freq", self.min_freq)
         if self.max_vocab < 3:
             raise ValueError(f"{s}.max_vocab must be >= 3 to hold PAD, UNK and one word (got {self.max_vocab})")

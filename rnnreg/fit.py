@@ -275,7 +275,8 @@ def fit(
 
     # What autocast really reaches on this device decides the label of the run, never the request.
     if tc.amp != "off" and data.train:
-        probe_batch = next(iter(iterate_batches(data.train[: tc.batch_size], tc.batch_size, shuffle=False)))
+        head = data.train[: tc.batch_size]
+        probe_batch = next(iter(iterate_batches(head, tc.batch_size, shuffle=False, bucket=False)))
         history.low_precision = low_precision_modules(probe_autocast(model, probe_batch.to(device), tc.amp))
         history.amp = tc.amp if history.low_precision else "off"
         if not history.low_precision:
