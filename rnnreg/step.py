@@ -36,7 +36,8 @@ def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
         if isinstance(mod, nn.Embedding)
         for p_name, _ in mod.named_parameters(recurse=False)
     }
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue

@@ -1,0 +1,211 @@
+"""Run every applicable invariant check on a user's model and functions; one row per check.
+
+``rnnreg check MODULE:FACTORY`` is a thin printer over :func:`run_checks`; :func:`load_object` resolves its
+``MODULE:ATTR`` arguments.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.util
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from rnnreg.data import PAD_ID, Batch
+from rnnreg.testing import checks
+
+__all__ = ["MODEL_CHECKS", "CheckResult", "load_object", "run_checks"]
+
+MODEL_CHECKS = ("eval_deterministic", "dropout_active", "padding_invariance", "batch_independence", "amp_parity")
+
+
+@dataclass
+class CheckResult:
+    name: str
+    status: Literal["PASS", "FAIL", "SKIP"]
+    detail: str
+
+
+def _import_file(path: Path) -> Any:
+    if not path.is_file():
+        raise ValueError(f"no such file {str(path)!r}; give an existing .py file or a module name before the ':'")
+    # A private module name: two files with the same stem must not replace each other in sys.modules.
+    name = f"_rnnreg_user_{path.stem}_{abs(hash(str(path.resolve())))}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ValueError(f"cannot import {str(path)!r} as a Python module; is it a .py file?")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses and pickling look the module up by name while it executes
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
+def load_object(spec: str) -> Any:
+    """Resolve ``'package.module:attr'`` or ``'path/to/file.py:attr'`` (``attr`` may be dotted, ``Class.method``).
+
+    The current directory (and a file's own folder) is importable while the module loads, as with ``python -m``.
+    Raises ValueError naming the problem: a missing colon, a module that fails to import (with the error), or a
+    missing attribute (with names the module does have).
+    """
+    if not isinstance(spec, str):
+        raise TypeError(f"spec must be a string like 'mymodels:build' (got {spec!r})")
+    module_part, sep, attr = spec.rpartition(":")  # rpartition: a Windows drive letter may hold a colon too
+    if not sep or not module_part or not attr:
+        raise ValueError(
+            f"expected MODULE:ATTR, e.g. 'mymodels:build_model' or 'path/to/models.py:build_model' (got {spec!r})"
+        )
+    is_file = module_part.endswith(".py") or "/" in module_part or os.sep in module_part
+    # Importable while loading, as with `python -m`: the current directory, and a file's own folder for its siblings.
+    roots = [os.getcwd(), *([str(Path(module_part).resolve().parent)] if is_file else [])]
+    added = [r for r in dict.fromkeys(roots) if r not in sys.path]
+    sys.path[:0] = added
+    try:
+        module = _import_file(Path(module_part)) if is_file else importlib.import_module(module_part)
+    except ValueError:
+        raise
+    except Exception as e:
+        raise ValueError(f"could not import {module_part!r} (from {spec!r}): {type(e).__name__}: {e}") from e
+    finally:
+        for r in added:
+            sys.path.remove(r)
+    obj: Any = module
+    for i, part in enumerate(attr.split(".")):
+        if not hasattr(obj, part):
+            owner = module_part if i == 0 else ".".join([module_part, *attr.split(".")[:i]])
+            names = [n for n in dir(obj) if not n.startswith("_")]
+            close = difflib.get_close_matches(part, names, n=3)
+            shown = close + [n for n in names if n not in close][: max(0, 8 - len(close))]
+            raise ValueError(
+                f"{owner!r} has no attribute {part!r} (from {spec!r}); available: {', '.join(shown) or 'none'}"
+            )
+        obj = getattr(obj, part)
+    return obj
+
+
+def _run(name: str, fn: Callable[[], checks.CheckPassed | None]) -> CheckResult:
+    try:
+        info = fn()
+    except checks.InvariantViolation as e:
+        return CheckResult(name, "FAIL", str(e))
+    except Exception as e:  # a crash in the user's code is a failed check, reported with its type
+        return CheckResult(name, "FAIL", f"{type(e).__name__}: {e}")
+    return CheckResult(name, "PASS", info.detail if info is not None else "")
+
+
+def _default_batch(vocab_size: int, num_classes: int, seed: int) -> Batch:
+    """Six rows of varied lengths, a full-length row and a one-token row among them; pads are PAD_ID."""
+    gen = torch.Generator().manual_seed(seed)
+    T = 9
+    lengths = torch.randint(1, T + 1, (6,), generator=gen)  # [B]
+    lengths[0], lengths[-1] = T, 1
+    tokens = torch.randint(1, vocab_size, (6, T), generator=gen)  # [B, T], real ids skip PAD_ID = 0
+    tokens[torch.arange(T)[None, :] >= lengths[:, None]] = PAD_ID
+    return Batch(tokens, lengths, torch.randint(num_classes, (6,), generator=gen))
+
+
+def _infer_vocab_size(model: object) -> int | None:
+    if isinstance(model, nn.Module):
+        for m in model.modules():
+            if isinstance(m, nn.Embedding):
+                return int(m.num_embeddings)
+    return None
+
+
+def _model_rows(
+    model_factory: Callable[[], Any] | None, vocab_size: int | None, num_classes: int, seed: int
+) -> list[CheckResult]:
+    def all_rows(status: Literal["FAIL", "SKIP"], detail: str) -> list[CheckResult]:
+        return [CheckResult(name, status, detail) for name in MODEL_CHECKS]
+
+    if model_factory is None:
+        return all_rows("SKIP", "no model factory given (pass MODULE:FACTORY, a zero-argument callable)")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # the same model every run, without moving the caller's RNG
+        try:
+            model = model_factory()
+        except Exception as e:
+            return all_rows("FAIL", f"model_factory() raised {type(e).__name__}: {e}")
+    if not callable(model):
+        return all_rows("FAIL", f"model_factory() returned {type(model).__name__}, not a model(tokens, lengths)")
+    vocab = vocab_size if vocab_size is not None else _infer_vocab_size(model)
+    if vocab is None:
+        return all_rows("SKIP", "cannot infer the vocabulary size (the model has no nn.Embedding); pass vocab_size")
+    if vocab < 2:
+        return all_rows("SKIP", f"vocab_size={vocab} leaves no real token besides PAD; pass vocab_size >= 2")
+    batch = _default_batch(vocab, num_classes, seed)
+    device = next((p.device.type for p in model.parameters()), "cpu") if isinstance(model, nn.Module) else "cpu"
+    runs: dict[str, Callable[[], checks.CheckPassed]] = {
+        "eval_deterministic": lambda: checks.check_eval_deterministic(model, batch),
+        "dropout_active": lambda: checks.check_dropout_active(model, batch),
+        "padding_invariance": lambda: checks.check_padding_invariance(model, batch),
+        "batch_independence": lambda: checks.check_batch_independence(model, batch),
+        "amp_parity": lambda: checks.check_amp_parity(model, batch, device=device),
+    }
+    return [_run(name, runs[name]) for name in MODEL_CHECKS]
+
+
+def run_checks(
+    model_factory: Callable[[], Any] | None = None,
+    *,
+    loss_fn: Callable[..., Any] | None = None,
+    clip_fn: Callable[..., Any] | None = None,
+    optimizer_factory: Callable[..., Any] | None = None,
+    decoupled: bool | None = None,
+    train_step: Callable[..., Any] | None = None,
+    vocab_size: int | None = None,
+    num_classes: int = 2,
+    seed: int = 0,
+) -> list[CheckResult]:
+    """Run every check that applies to what is given; the rest are SKIP rows saying what to pass.
+
+    Args:
+        model_factory: zero-argument callable returning a ``model(tokens, lengths) -> logits`` (model checks).
+        loss_fn: ``loss_fn(logits, targets, smoothing)`` (label smoothing).
+        clip_fn: ``clip_fn(parameters, max_norm)`` (gradient clipping).
+        optimizer_factory: ``optimizer_factory(params, lr, weight_decay)``; needs ``decoupled``.
+        decoupled: True for AdamW-style decay, False for L2 added to the gradient.
+        train_step: ``train_step(model, batch, optimizer, scaler, max_norm)`` with plain cross-entropy (AMP order).
+        vocab_size: token ids of the test batch lie below it; inferred from the first nn.Embedding when None.
+        num_classes: labels of the test batch lie below it.
+        seed: seeds the model construction and the test batch.
+
+    Returns:
+        One CheckResult per check, model checks first, in a fixed order.
+    """
+    if optimizer_factory is not None and decoupled is None:
+        raise ValueError(
+            "optimizer_factory needs decoupled=True (AdamW-style: p shrinks by lr*wd) or decoupled=False "
+            "(L2: wd*p added to the gradient, as Adam/SGD weight_decay)"
+        )
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1 (got {num_classes})")
+    rows = _model_rows(model_factory, vocab_size, num_classes, seed)
+    function_checks: list[tuple[str, Any, str, Callable[[Any], checks.CheckPassed]]] = [
+        ("gradient_clipping", clip_fn, "clip_fn", checks.check_gradient_clipping),
+        ("label_smoothing", loss_fn, "loss_fn", checks.check_label_smoothing),
+        ("weight_decay", optimizer_factory, "optimizer_factory", partial(_weight_decay, decoupled=bool(decoupled))),
+        ("amp_clipping", train_step, "train_step", checks.check_amp_clipping),
+    ]
+    for name, given, what, check in function_checks:
+        if given is None:
+            rows.append(CheckResult(name, "SKIP", f"no {what} given"))
+        else:
+            rows.append(_run(name, partial(check, given)))
+    return rows
+
+
+def _weight_decay(make_optimizer: Callable[..., Any], *, decoupled: bool) -> checks.CheckPassed:
+    return checks.check_weight_decay(make_optimizer, decoupled=decoupled)
