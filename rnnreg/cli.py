@@ -66,6 +66,26 @@ def _parser() -> argparse.ArgumentParser:
         help="which part of --data (default: test for a named dataset, all of a file)",
     )
 
+    p = sub.add_parser(
+        "check",
+        help="run the invariant checks on your own model and functions; prints PASS/FAIL/SKIP",
+        description="FACTORY is MODULE:ATTR or path/file.py:ATTR, a zero-argument callable returning a model "
+        "with forward(tokens[B,T] int64, lengths[B] int64) -> logits[B,C]. Exit 1 on any FAIL.",
+    )
+    p.add_argument("factory", nargs="?", metavar="MODULE:FACTORY", help="zero-argument model factory")
+    p.add_argument("--loss", metavar="MODULE:FUNCTION", help="loss_fn(logits, targets, smoothing)")
+    p.add_argument("--clip", metavar="MODULE:FUNCTION", help="clip_fn(parameters, max_norm) -> pre-clip norm")
+    p.add_argument("--optimizer", metavar="MODULE:FUNCTION", help="make_optimizer(params, lr, weight_decay)")
+    decay = p.add_mutually_exclusive_group()
+    decay.add_argument("--decoupled", dest="decoupled", action="store_true", default=None, help="AdamW-style decay")
+    decay.add_argument("--coupled", dest="decoupled", action="store_false", help="L2 added to the gradient")
+    p.add_argument(
+        "--train-step", metavar="MODULE:FUNCTION", help="train_step(model, batch, optimizer, scaler, max_norm)"
+    )
+    p.add_argument("--vocab-size", type=int, help="token ids to draw (default: the model's first nn.Embedding)")
+    p.add_argument("--num-classes", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+
     sub.add_parser("datasets", help="list the built-in datasets")
     sub.add_parser("keys", help="list every SECTION.FIELD that --set accepts, with its default")
     return parser
@@ -160,9 +180,46 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     examples = [(text, remap[label]) for text, label in examples]
     encoded = encode(examples, loaded.vocab, cfg.max_len)
     m = evaluate(loaded.model, encoded, batch_size=loaded.experiment.train.eval_batch_size)
-    print(f"{args.checkpoint} on {cfg.source} [{split}] (n={m.n}): accuracy {m.accuracy:.4f}, macro-F1 {m.macro_f1:.4f}")
+    print(
+        f"{args.checkpoint} on {cfg.source} [{split}] (n={m.n}): accuracy {m.accuracy:.4f}, macro-F1 {m.macro_f1:.4f}"
+    )
     print(json.dumps(dataclasses.asdict(m)))
     return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from rnnreg.testing.suite import load_object, run_checks
+
+    given = {
+        "model_factory": args.factory,
+        "loss_fn": args.loss,
+        "clip_fn": args.clip,
+        "optimizer_factory": args.optimizer,
+        "train_step": args.train_step,
+    }
+    if not any(given.values()):
+        return _fail("nothing to check: give MODULE:FACTORY and/or --loss, --clip, --optimizer, --train-step")
+    if args.optimizer and args.decoupled is None:
+        return _fail("--optimizer needs --decoupled (AdamW-style) or --coupled (L2 in the gradient)")
+    objects = {key: load_object(spec) for key, spec in given.items() if spec}
+    for key, obj in objects.items():
+        if not callable(obj):
+            return _fail(f"{given[key]} is a {type(obj).__name__}, not a callable; name a function or a class")
+    rows = run_checks(
+        **objects,
+        decoupled=args.decoupled,
+        vocab_size=args.vocab_size,
+        num_classes=args.num_classes,
+        seed=args.seed,
+    )
+    width = max(len(r.name) for r in rows)
+    for r in rows:
+        detail = r.detail.replace("\n", "\n" + " " * (width + 8))
+        print(f"{r.name:<{width}}  {r.status:<4}  {detail}")
+    failed = sum(r.status == "FAIL" for r in rows)
+    passed = sum(r.status == "PASS" for r in rows)
+    print(f"\n{passed} passed, {failed} failed, {len(rows) - passed - failed} skipped")
+    return 1 if failed else 0
 
 
 def _cmd_datasets(_args: argparse.Namespace) -> int:
@@ -185,6 +242,7 @@ COMMANDS = {
     "notebook": _cmd_notebook,
     "train": _cmd_train,
     "evaluate": _cmd_evaluate,
+    "check": _cmd_check,
     "datasets": _cmd_datasets,
     "keys": _cmd_keys,
 }

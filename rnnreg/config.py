@@ -29,8 +29,7 @@ def _one_of(section: str, name: str, value: object, choices: tuple[str, ...]) ->
 def _probability(section: str, name: str, value: float) -> None:
     if not 0.0 <= value < 1.0:
         raise ValueError(
-            f"{section}.{name} must be a probability in [0, 1) (got {value!r}); "
-            "use e.g. 0.1, or 0 to switch it off"
+            f"{section}.{name} must be a probability in [0, 1) (got {value!r}); use e.g. 0.1, or 0 to switch it off"
         )
 
 
@@ -99,8 +98,7 @@ class DataConfig(_Section):
                 raise ValueError(f"{s}.{name} must be in [0, 1) (got {value!r}); e.g. 0.1")
         if self.val_frac + self.test_frac >= 1.0:
             raise ValueError(
-                f"{s}.val_frac + {s}.test_frac must leave training data "
-                f"(got {self.val_frac} + {self.test_frac} >= 1)"
+                f"{s}.val_frac + {s}.test_frac must leave training data (got {self.val_frac} + {self.test_frac} >= 1)"
             )
         _positive(s, "split_seed", self.split_seed, allow_zero=True)
         _positive(s, "min_freq", self.min_freq)

@@ -337,4 +337,3 @@ def fit(
         metrics = {"seed": seed, "history": history.to_dict(), "test": asdict(test) if test else None}
         atomic_write_text(json.dumps(metrics, indent=2) + "\n", out_dir / "metrics.json")
     return FitResult(model, history, test)
-

@@ -26,7 +26,14 @@ def test_dropout_probability_outside_unit_interval_is_rejected(name: str, bad: f
 
 
 def test_every_dropout_field_is_named_p() -> None:
-    assert set(ModelConfig.dropout_fields()) == {"embed_p", "input_p", "hidden_p", "weight_p", "output_p", "recurrent_p"}
+    assert set(ModelConfig.dropout_fields()) == {
+        "embed_p",
+        "input_p",
+        "hidden_p",
+        "weight_p",
+        "output_p",
+        "recurrent_p",
+    }
 
 
 def test_hidden_dropout_that_cannot_act_is_rejected_for_the_awd_model() -> None:
@@ -72,7 +79,9 @@ def test_override_parses_each_type() -> None:
 
 
 def test_unknown_override_key_lists_the_valid_keys() -> None:
-    with pytest.raises(ValueError, match=r"--set model\.dropout: unknown key; valid keys: model\.arch, .*model\.embed_p"):
+    with pytest.raises(
+        ValueError, match=r"--set model\.dropout: unknown key; valid keys: model\.arch, .*model\.embed_p"
+    ):
         apply_overrides(Experiment(), ["model.dropout=0.3"])
     with pytest.raises(ValueError, match=r"unknown section 'optim'"):
         apply_overrides(Experiment(), ["optim.lr=1"])

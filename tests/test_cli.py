@@ -1,0 +1,210 @@
+"""The CLI: every bad input ends with a non-zero exit and one clear line, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rnnreg.cli import main
+
+
+def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _write(path: Path, text: str | bytes) -> Path:
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text)
+    return path
+
+
+GOOD_ROWS = "".join(
+    f"{'good fun movie' if i % 2 else 'bad dull plot'} {i},{'pos' if i % 2 else 'neg'}\n" for i in range(40)
+)
+
+
+@pytest.fixture
+def good_csv(tmp_path: Path) -> Path:
+    return _write(tmp_path / "reviews.csv", "text,label\n" + GOOD_ROWS)
+
+
+TINY = ["--set", "model.embed_dim=8", "--set", "model.hidden_dim=8", "--set", "train.batch_size=8"]
+
+
+@pytest.mark.parametrize(
+    ("make_argv", "expected"),
+    [
+        (lambda d, c: ["train", "--data", str(d / "nope.csv")], "nope.csv"),
+        (lambda d, c: ["train", "--data", str(_write(d / "empty.csv", ""))], "empty"),
+        (lambda d, c: ["train", "--data", str(_write(d / "x.csv", "body,label\nhi,1\nho,0\n"))], "text"),
+        (lambda d, c: ["train", "--data", str(_write(d / "x.csv", "text,y\nhi,1\nho,0\n"))], "label"),
+        (lambda d, c: ["train", "--data", str(_write(d / "one.csv", "text,label\nhi,a\nho,a\nhu,a\n"))], "class"),
+        (lambda d, c: ["train", "--data", str(_write(d / "bin.csv", b"text,label\n\xff\xfe bad,1\nok,0\n"))], "utf-8"),
+        (lambda d, c: ["train", "--data", str(_write(d / "bad.csv", 'text,label\n"unclosed,1\nok,0\n'))], "bad.csv"),
+        (lambda d, c: ["train", "--data", str(c), "--epochs", "0"], "--epochs must be >= 1 (got 0)"),
+        (lambda d, c: ["train", "--data", str(c), "--set", "model.embed_p=1.5"], "model.embed_p"),
+        (lambda d, c: ["train", "--data", str(c), "--set", "train.max_norm=-1"], "train.max_norm must be > 0"),
+        (lambda d, c: ["train", "--data", str(c), "--set", "model.dropout=0.3"], "unknown key; valid keys"),
+        (lambda d, c: ["train", "--data", str(c), "--text-col", "review"], "review"),
+        (lambda d, c: ["evaluate", str(d / "none.pt"), "--data", str(c)], "does not exist"),
+    ],
+    ids=[
+        "missing-file",
+        "empty-file",
+        "no-text-column",
+        "no-label-column",
+        "single-class",
+        "undecodable",
+        "malformed-csv",
+        "zero-epochs",
+        "bad-dropout",
+        "negative-clip",
+        "unknown-key",
+        "custom-text-col-missing",
+        "missing-checkpoint",
+    ],
+)
+def test_bad_input_gets_one_clear_line_and_a_nonzero_exit(
+    make_argv, expected: str, tmp_path: Path, good_csv: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _out, err = _run(make_argv(tmp_path, good_csv), capsys)
+    assert code != 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("rnnreg: error: ")
+    assert expected in lines[0]
+    assert "Traceback" not in err
+
+
+def test_train_then_evaluate_a_csv(tmp_path: Path, good_csv: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out_dir = tmp_path / "run"
+    code, out, _ = _run(["train", "--data", str(good_csv), "--epochs", "2", "--out", str(out_dir), *TINY], capsys)
+    assert code == 0
+    assert "epoch   1/2" in out and "epoch   2/2" in out and "val acc" in out and "macro-F1" in out
+    assert (out_dir / "model.pt").is_file() and (out_dir / "metrics.json").is_file()
+    code, out, _ = _run(["evaluate", str(out_dir / "model.pt"), "--data", str(good_csv)], capsys)
+    assert code == 0
+    metrics = json.loads(out.strip().splitlines()[-1])
+    assert metrics["n"] == 40  # the whole file, as evaluation data
+    assert 0.0 <= metrics["accuracy"] <= 1.0
+
+
+def test_evaluate_refuses_labels_the_model_never_saw(
+    tmp_path: Path, good_csv: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _run(["train", "--data", str(good_csv), "--epochs", "1", "--out", str(tmp_path / "r"), *TINY], capsys)
+    other = _write(tmp_path / "other.csv", "text,label\na b,pos\nc d,meh\n")
+    code, _, err = _run(["evaluate", str(tmp_path / "r" / "model.pt"), "--data", str(other)], capsys)
+    assert code != 0 and "meh" in err
+
+
+def test_tsv_and_jsonl_with_custom_columns(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rows = [(f"{'nice' if i % 2 else 'awful'} thing {i}", "up" if i % 2 else "down") for i in range(30)]
+    tsv = _write(tmp_path / "d.tsv", "review\tstars\n" + "".join(f"{t}\t{y}\n" for t, y in rows))
+    jsonl = _write(tmp_path / "d.jsonl", "".join(json.dumps({"review": t, "stars": y}) + "\n" for t, y in rows))
+    for path in (tsv, jsonl):
+        argv = ["train", "--data", str(path), "--text-col", "review", "--label-col", "stars", "--epochs", "1"]
+        code, out, err = _run([*argv, "--out", str(tmp_path / path.suffix[1:]), *TINY], capsys)
+        assert code == 0, err
+
+
+def test_keys_lists_every_override_with_its_default(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(["keys"], capsys)
+    assert code == 0 and "model.embed_p" in out and "train.label_smoothing" in out
+
+
+def test_datasets_lists_the_builtin_ones(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(["datasets"], capsys)
+    assert code == 0
+    for name in ("toy", "movies", "synthetic"):
+        assert name in out
+
+
+def test_console_script_prints_no_traceback_for_bad_input(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "rnnreg.cli", "train", "--data", str(tmp_path / "missing.csv")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+
+
+USER_MODULE = '''
+import torch
+from torch import nn
+
+
+class Leaky(nn.Module):
+    """A model with two public bugs: a no-op one-layer LSTM dropout and a reverse direction that reads pads."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(40, 8, padding_idx=0)
+        self.lstm = nn.LSTM(8, 8, batch_first=True, bidirectional=True, dropout=0.3)
+        self.fc = nn.Linear(16, 2)
+
+    def forward(self, tokens, lengths):
+        out, _ = self.lstm(self.emb(tokens))
+        return self.fc(out[:, -1])
+
+
+def leaky():
+    return Leaky()
+
+
+def good():
+    from rnnreg.config import ModelConfig
+    from rnnreg.model import build_model
+
+    return build_model(ModelConfig(embed_dim=8, hidden_dim=8), 40, 2)
+
+
+NOT_CALLABLE = 3
+'''
+
+
+@pytest.fixture
+def user_module(tmp_path: Path) -> Path:
+    return _write(tmp_path / "user_models.py", USER_MODULE)
+
+
+def test_check_flags_a_buggy_user_model_and_exits_1(user_module: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.warns(UserWarning, match="dropout"):
+        code, out, _ = _run(["check", f"{user_module}:leaky", "--clip", "torch.nn.utils:clip_grad_norm_"], capsys)
+    assert code == 1
+    rows = {line.split()[0]: line.split()[1] for line in out.splitlines() if line and line.split()[0].islower()}
+    assert rows["dropout_active"] == "FAIL" and rows["padding_invariance"] == "FAIL"
+    assert rows["eval_deterministic"] == "PASS" and rows["gradient_clipping"] == "PASS"
+    assert rows["label_smoothing"] == "SKIP"
+
+
+def test_check_passes_rnnreg_own_model(user_module: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(["check", f"{user_module}:good"], capsys)
+    assert code == 0, out
+    assert "FAIL" not in out and out.count("PASS") == 5
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [("no_such_module:f", "could not import"), ("user_models", "MODULE:ATTR"), ("{dir}/user_models.py:nope", "nope")],
+)
+def test_check_with_a_bad_factory_spec_is_a_clear_error(
+    spec: str, expected: str, user_module: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = _run(["check", spec.format(dir=user_module.parent)], capsys)
+    assert code == 2 and expected in err and len(err.strip().splitlines()) == 1
+
+
+def test_check_refuses_a_factory_that_is_not_callable(user_module: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _run(["check", f"{user_module}:NOT_CALLABLE"], capsys)
+    assert code == 2 and "not a callable" in err
