@@ -7,6 +7,7 @@ Overrides such as ``--set model.embed_p=0.2`` go through :func:`apply_overrides`
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ def _probability(section: str, name: str, value: float) -> None:
 
 
 def _positive(section: str, name: str, value: float, *, allow_zero: bool = False) -> None:
-    if value < 0 or (value == 0 and not allow_zero):
+    if math.isnan(value) or value < 0 or (value == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{section}.{name} must be {bound} (got {value!r})")
 
@@ -159,7 +160,7 @@ class TrainConfig(_Section):
     optimizer: str = "adamw"  # 'adam' adds wd*p to the gradient (coupled L2); 'adamw' decays p directly
     weight_decay: float = 0.01
     decay_embedding: bool = True  # nanoGPT's rule decays every matrix, the embedding included
-    decay_bias_and_norm: bool = False  # True decays every parameter, as the notebook's Adam(weight_decay=) does
+    decay_bias_and_norm: bool = False  # True decays 1-D parameters too; with decay_embedding, all, as the notebook
     momentum: float = 0.9  # sgd only
     clip: str = "norm"  # 'norm': global L2 norm <= max_norm; 'value': each element in [-max_value, max_value]
     max_norm: float = 1.0

@@ -5,9 +5,9 @@
 
 from __future__ import annotations
 
-import contextlib
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, ContextManager
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -67,12 +67,11 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def autocast(device_type: str, amp: str) -> ContextManager[Any]:
+def autocast(device_type: str, amp: str) -> AbstractContextManager[Any]:
     """The autocast context for ``amp`` in {'off', 'bf16', 'fp16'}; 'off' is a disabled autocast, same code path."""
     dtype = AMP_DTYPES[amp]
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device_type, dtype=dtype)
+    # enabled=False rather than a nullcontext: 'off' then also switches off an autocast region the caller opened.
+    return torch.autocast(device_type=device_type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
 
 
 def make_scaler(device_type: str, amp: str) -> torch.amp.GradScaler:
