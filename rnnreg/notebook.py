@@ -161,7 +161,8 @@ def what_went_wrong(out: Printer, cells: list[CellResult], noop_delta: float) ->
         + (f" and says so ({warned[0]!r})." if warned else ".")
     )
     out(
-        f"   Re-running In[6] from its own random state with dropout=0.3 changes its losses by at most {noop_delta:.1e}."
+        "   Re-running In[6] from its own random state with dropout=0.3 changes its losses by at most"
+        f" {noop_delta:.1e}."
     )
     out(
         "   'No dropout ends up with higher loss' compared two different random initialisations, not dropout."

@@ -114,6 +114,7 @@ def test_tsv_and_jsonl_with_custom_columns(tmp_path: Path, capsys: pytest.Captur
         argv = ["train", "--data", str(path), "--text-col", "review", "--label-col", "stars", "--epochs", "1"]
         code, out, err = _run([*argv, "--out", str(tmp_path / path.suffix[1:]), *TINY], capsys)
         assert code == 0, err
+        assert "classes: down 15, up 15" in out, out  # labels read from the named column
 
 
 def test_keys_lists_every_override_with_its_default(capsys: pytest.CaptureFixture[str]) -> None:

@@ -61,7 +61,7 @@ def test_same_seed_gives_bit_identical_training(data: Prepared, experiment: Expe
 
 def test_different_seeds_train_different_models(data: Prepared, experiment: Experiment) -> None:
     a, b = fit(experiment, data, seed=1), fit(experiment, data, seed=2)
-    assert any(not torch.equal(x, y) for x, y in zip(_params(a.model).values(), _params(b.model).values()))
+    assert any(not torch.equal(x, y) for x, y in zip(_params(a.model).values(), _params(b.model).values(), strict=True))
 
 
 def test_resume_after_an_interruption_equals_an_uninterrupted_run(
