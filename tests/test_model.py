@@ -1,0 +1,412 @@
+"""SequenceClassifier is exactly padding-invariant and batch-independent, equals a packed PyTorch RNN at p = 0,
+and every regularizer it is configured with acts; NotebookBiLSTM and build_model keep their contracts.
+
+Logits are bit-identical under more padding and garbage in pad slots (asserted exactly). Batch-mates change batch
+sizes, and GEMM kernels round by batch size (oneDNN's LSTM at batch 1, the nn.Linear head): measured on CPU up to
+6e-8 (LSTM) and 1.1e-7 (GRU), so those claims use the fp32 assert_close defaults.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import warnings
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from rnnreg.config import ModelConfig
+from rnnreg.data import PAD_ID, Batch
+from rnnreg.layers import dropout_mask, rnn_supports_autocast
+from rnnreg.model import NotebookBiLSTM, RegularizerNoOpWarning, SequenceClassifier, build_model
+from rnnreg.step import low_precision_modules, probe_autocast
+from rnnreg.testing import strategies as rst
+
+V, C = 30, 3  # vocab size, classes
+NO_DROPOUT = {"embed_p": 0.0, "input_p": 0.0, "hidden_p": 0.0, "weight_p": 0.0, "output_p": 0.0, "recurrent_p": 0.0}
+batches = rst.padded_batches(vocab_size=V, num_classes=C, max_batch=5, max_len=8)
+
+
+def config(**changes: object) -> ModelConfig:
+    settings: dict[str, object] = {"embed_dim": 6, "hidden_dim": 5, **NO_DROPOUT}
+    settings.update(changes)
+    return ModelConfig(**settings)  # type: ignore[arg-type]
+
+
+def model_for(cfg: ModelConfig, seed: int = 0) -> SequenceClassifier:
+    torch.manual_seed(seed)
+    return SequenceClassifier(cfg, V, C)
+
+
+def features(model: SequenceClassifier, tokens: Tensor, lengths: Tensor) -> Tensor:
+    """The pooled features the head sees, read with a hook (the model stays untouched)."""
+    seen: list[Tensor] = []
+    handle = model.head.register_forward_hook(lambda _m, inputs, _out: seen.append(inputs[0]))
+    try:
+        model(tokens, lengths)
+    finally:
+        handle.remove()
+    return seen[0]
+
+
+def pad_more(batch: Batch, extra: int, seed: int) -> Tensor:
+    """Tokens with ``extra`` more steps and every pad slot (old and new) holding a random real id."""
+    B, T = batch.tokens.shape
+    garbage = torch.randint(1, V, (B, T + extra), generator=torch.Generator().manual_seed(seed))
+    valid = torch.arange(T + extra)[None, :] < batch.lengths[:, None]
+    garbage[:, :T][valid[:, :T]] = batch.tokens[valid[:, :T]]
+    return garbage
+
+
+model_shapes = st.fixed_dictionaries(
+    {
+        "rnn": st.sampled_from(["lstm", "gru"]),
+        "num_layers": st.integers(1, 3),
+        "bidirectional": st.booleans(),
+        "pooling": st.sampled_from(["last", "mean", "max"]),
+    }
+)
+
+
+# --------------------------------------------------------------------------- differential: packed PyTorch reference
+
+
+def packed_reference(model: SequenceClassifier, tokens: Tensor, lengths: Tensor) -> Tensor:
+    """The same network written the textbook way: one packed nn.LSTM/nn.GRU with the model's weights copied in."""
+    cfg = model.cfg
+    rnn_type = {"lstm": nn.LSTM, "gru": nn.GRU}[cfg.rnn]
+    rnn = rnn_type(
+        cfg.embed_dim, cfg.hidden_dim, num_layers=cfg.num_layers, bidirectional=cfg.bidirectional, batch_first=True
+    )
+    state = {}
+    for k in range(cfg.num_layers):
+        for suffix in ("", "_reverse") if cfg.bidirectional else ("",):
+            for name, p in model.rnns[f"l{k}{suffix}"].rnn.named_parameters():
+                state[name.replace("_l0", f"_l{k}") + suffix] = p.detach()
+    rnn.load_state_dict(state)
+    packed_out, hidden = rnn(pack_padded_sequence(model.embedding(tokens), lengths, True, enforce_sorted=False))
+    h_n = hidden[0] if cfg.rnn == "lstm" else hidden  # (layers * dirs, B, H)
+    if cfg.pooling == "last":
+        pooled = torch.cat([h_n[-2], h_n[-1]], 1) if cfg.bidirectional else h_n[-1]
+    else:
+        out, _ = pad_packed_sequence(packed_out, batch_first=True)  # (B, T_max, dirs*H), zeros after each length
+        rows = [out[b, :n] for b, n in enumerate(lengths.tolist())]
+        pooled = torch.stack([r.mean(0) if cfg.pooling == "mean" else r.amax(0) for r in rows])
+    return model.head(pooled)
+
+
+@given(shape=model_shapes, batch=batches, seed=rst.seeds())
+def test_model_at_p_zero_equals_packed_torch_rnn_with_same_pooling(shape: dict, batch: Batch, seed: int) -> None:
+    model = model_for(config(**shape), seed % 1000)
+    with torch.no_grad():
+        expected = packed_reference(model, batch.tokens, batch.lengths)
+        # Train mode too: with every p = 0 nothing may change.
+        for mode in (False, True):
+            torch.testing.assert_close(model.train(mode)(batch.tokens, batch.lengths), expected)
+
+
+def test_unpacked_bidirectional_lstm_leaks_padding_so_the_invariance_tests_can_fail() -> None:
+    """A plain nn.LSTM(bidirectional=True) on a padded batch starts its reverse pass on the pads."""
+    torch.manual_seed(0)
+    embedding, lstm = nn.Embedding(V, 6, padding_idx=PAD_ID), nn.LSTM(6, 5, batch_first=True, bidirectional=True)
+    tokens, lengths = torch.tensor([[3, 4, 5]]), torch.tensor([3])
+    padded = torch.tensor([[3, 4, 5, PAD_ID, PAD_ID]])
+
+    def naive_final_states(t: Tensor) -> Tensor:
+        out, _ = lstm(embedding(t))
+        return torch.cat([out[0, 2, :5], out[0, 0, 5:]])  # forward at the last token, reverse at the first
+
+    with torch.no_grad():
+        assert not torch.allclose(naive_final_states(tokens), naive_final_states(padded), rtol=0, atol=1e-4)
+        model = model_for(config(rnn="lstm", bidirectional=True))
+        assert torch.equal(features(model.eval(), tokens, lengths), features(model, padded, lengths))
+
+
+# ------------------------------------------------------------------------------ padding invariance, batch-mates
+
+
+@given(shape=model_shapes, batch=batches, extra=st.integers(0, 6), seed=rst.seeds())
+def test_eval_logits_ignore_more_padding_and_garbage_in_pad_slots(
+    shape: dict, batch: Batch, extra: int, seed: int
+) -> None:
+    model = model_for(config(**shape), seed % 1000).eval()
+    padded = pad_more(batch, extra, seed)
+    with torch.no_grad():
+        # Steps past the longest length are never run, and garbage in a shorter row's pads only reaches steps
+        # after that row's end, which nothing reads: exact, for both RNNs.
+        assert torch.equal(model(padded, batch.lengths), model(batch.tokens, batch.lengths))
+
+
+@given(shape=model_shapes, batch=batches, mates=batches, seed=rst.seeds())
+def test_eval_outputs_do_not_depend_on_batch_mates_or_their_order(
+    shape: dict, batch: Batch, mates: Batch, seed: int
+) -> None:
+    model = model_for(config(**shape), seed % 1000).eval()
+    B, T = batch.tokens.shape
+    width = max(T, mates.tokens.shape[1])
+    tokens = torch.full((B + len(mates), width), PAD_ID)
+    tokens[:B, :T], tokens[B:, : mates.tokens.shape[1]] = batch.tokens, mates.tokens
+    lengths = torch.cat([batch.lengths, mates.lengths])
+    perm = torch.randperm(len(lengths), generator=torch.Generator().manual_seed(seed))
+    where = torch.argsort(perm)[:B]  # rows of the original batch inside the shuffled one
+    with torch.no_grad():
+        alone = model(batch.tokens, batch.lengths)
+        together = model(tokens[perm], lengths[perm])[where]
+        # GEMM kernels (oneDNN's LSTM at batch 1, nn.Linear's head) round differently by batch size: last bits only.
+        torch.testing.assert_close(together, alone)
+
+
+@given(shape=model_shapes, batch=batches, mates=batches)
+def test_gradients_of_one_sample_do_not_depend_on_other_samples(shape: dict, batch: Batch, mates: Batch) -> None:
+    model = model_for(config(**shape)).train()  # every p = 0: train mode with no randomness
+    one_tokens, one_length = batch.tokens[:1, : int(batch.lengths[0])], batch.lengths[:1]
+    width = max(batch.tokens.shape[1], mates.tokens.shape[1])
+    tokens = torch.full((1 + len(mates), width), PAD_ID)
+    tokens[0, : one_tokens.shape[1]], tokens[1:, : mates.tokens.shape[1]] = one_tokens[0], mates.tokens
+    lengths = torch.cat([one_length, mates.lengths])
+
+    def grads_of_first_row(t: Tensor, n: Tensor) -> list[Tensor]:
+        model.zero_grad(set_to_none=False)
+        model(t, n)[0].pow(2).sum().backward()
+        return [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    for mine, shared in zip(
+        grads_of_first_row(one_tokens, one_length), grads_of_first_row(tokens, lengths), strict=True
+    ):
+        torch.testing.assert_close(shared, mine)
+
+
+# --------------------------------------------------------------------------------------------- regularizers act
+
+REGULARIZERS = {
+    "embed_p": {},
+    "input_p": {},
+    "hidden_p": {"num_layers": 2},
+    "weight_p": {},
+    "output_p": {},
+    "recurrent_p": {},
+}
+
+
+@pytest.mark.parametrize("name", sorted(REGULARIZERS))
+@pytest.mark.parametrize("rnn", ["lstm", "gru"])
+def test_each_configured_dropout_changes_training_output_and_not_eval_output(name: str, rnn: str) -> None:
+    shape = {"rnn": rnn, "bidirectional": True, **REGULARIZERS[name]}
+    plain, regularized = model_for(config(**shape)), model_for(config(**shape, **{name: 0.5}))
+    tokens = torch.randint(1, V, (8, 7), generator=torch.Generator().manual_seed(0))
+    lengths = torch.tensor([7, 6, 5, 4, 3, 2, 1, 7])
+    with torch.no_grad():
+        reference = plain.eval()(tokens, lengths)
+        torch.manual_seed(1)
+        assert not torch.allclose(regularized.train()(tokens, lengths), reference)  # p > 0 that acts
+        regularized.eval()
+        assert torch.equal(regularized(tokens, lengths), reference)  # eval: off, and deterministic
+        assert torch.equal(regularized(tokens, lengths), reference)
+        regularized.train()
+        assert not torch.equal(regularized(tokens, lengths), regularized(tokens, lengths))  # train -> eval -> train
+
+
+@pytest.mark.parametrize("rnn", ["lstm", "gru"])
+@given(batch=batches, seed=rst.seeds())
+def test_weight_drop_uses_one_mask_per_pass_for_every_time_step(rnn: str, batch: Batch, seed: int) -> None:
+    """Differential: the training pass equals the packed reference run with the dropped weights, drawn once."""
+    model = model_for(config(rnn=rnn, weight_p=0.5)).train()
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        logits = model(batch.tokens, batch.lengths)
+    reference = copy.deepcopy(model)
+    torch.manual_seed(seed)  # replay the draws: forward direction first, then the reverse one
+    with torch.no_grad():
+        for name in ("l0", "l0_reverse"):
+            w_hh = reference.rnns[name].rnn.weight_hh_l0
+            w_hh.mul_(dropout_mask(w_hh.shape, 0.5, like=w_hh))
+        expected = packed_reference(reference, batch.tokens, batch.lengths)
+    torch.testing.assert_close(logits, expected)
+
+
+@given(cfg=rst.model_configs(max_dim=6), batch=batches, extra=st.integers(0, 4), seed=rst.seeds())
+def test_train_mode_is_padding_invariant_at_a_fixed_seed(cfg: ModelConfig, batch: Batch, extra: int, seed: int) -> None:
+    """No mask depends on T (embedding: per word type; locked: per sequence; weights; outputs), so pads stay inert."""
+    model = SequenceClassifier(cfg, V, C).train()
+    padded = pad_more(batch, extra, seed)
+    with torch.no_grad():
+        torch.manual_seed(seed)
+        original = model(batch.tokens, batch.lengths)
+        torch.manual_seed(seed)
+        longer = model(padded, batch.lengths)
+    torch.testing.assert_close(longer, original)
+
+
+def test_same_seed_gives_bit_identical_training_forward() -> None:
+    cfg = config(embed_p=0.2, input_p=0.2, weight_p=0.2, output_p=0.2, recurrent_p=0.2, hidden_p=0.2, num_layers=2)
+    tokens, lengths = (
+        torch.randint(1, V, (4, 6), generator=torch.Generator().manual_seed(0)),
+        torch.tensor([6, 5, 2, 1]),
+    )
+    runs = []
+    for _ in range(2):
+        model = model_for(cfg, seed=3).train()
+        torch.manual_seed(4)
+        runs.append(model(tokens, lengths))
+    assert torch.equal(runs[0], runs[1])
+
+
+# ---------------------------------------------------------------------------------------------------- validation
+
+GOOD_TOKENS, GOOD_LENGTHS = torch.tensor([[1, 2, 3], [4, 5, 0]]), torch.tensor([3, 2])
+
+
+@pytest.mark.parametrize(
+    ("tokens", "lengths", "message"),
+    [
+        (GOOD_TOKENS[0], GOOD_LENGTHS, "2-D int64"),
+        (GOOD_TOKENS.int(), GOOD_LENGTHS, "2-D int64"),
+        (GOOD_TOKENS.float(), GOOD_LENGTHS, "2-D int64"),
+        (GOOD_TOKENS, GOOD_LENGTHS[:1], r"shape \(2,\)"),
+        (GOOD_TOKENS, GOOD_LENGTHS.int(), "int64 tensor of shape"),
+        (GOOD_TOKENS, torch.tensor([3, 0]), r"in \[1, 3\]"),
+        (GOOD_TOKENS, torch.tensor([4, 2]), r"in \[1, 3\]"),
+        (torch.tensor([[1, 2, V]]), torch.tensor([3]), rf"in \[0, {V - 1}\]"),
+        (torch.tensor([[1, -1, 2]]), torch.tensor([3]), rf"in \[0, {V - 1}\]"),
+        (torch.zeros(0, 3, dtype=torch.int64), torch.zeros(0, dtype=torch.int64), "empty"),
+    ],
+)
+def test_bad_batches_raise_a_clear_value_error(tokens: Tensor, lengths: Tensor, message: str) -> None:
+    for model in (model_for(config()), NotebookBiLSTM(V, 4, 4, C, lstm_dropout=0.0)):
+        with pytest.raises(ValueError, match=message):
+            model(tokens, lengths)
+
+
+def test_non_tensor_inputs_raise_type_error() -> None:
+    with pytest.raises(TypeError, match="two tensors"):
+        model_for(config())([[1, 2]], torch.tensor([2]))
+
+
+@pytest.mark.parametrize(("vocab_size", "num_classes"), [(1, 2), (10, 1)])
+def test_degenerate_sizes_are_rejected(vocab_size: int, num_classes: int) -> None:
+    with pytest.raises(ValueError, match=">= 2"):
+        SequenceClassifier(config(), vocab_size, num_classes)
+
+
+# ---------------------------------------------------------------------------------------------- state and dtype
+
+
+def test_deepcopy_state_dict_round_trip_and_to_preserve_outputs() -> None:
+    cfg = config(embed_p=0.2, input_p=0.2, weight_p=0.3, output_p=0.2, hidden_p=0.2, num_layers=2)
+    model = model_for(cfg).train()
+    tokens, lengths = GOOD_TOKENS, GOOD_LENGTHS
+    model(tokens, lengths).sum().backward()  # after a training step, as in real use
+    with torch.no_grad():
+        expected = model.eval()(tokens, lengths)
+        assert torch.equal(copy.deepcopy(model)(tokens, lengths), expected)
+        buffer = io.BytesIO()
+        torch.save(model.state_dict(), buffer)
+        buffer.seek(0)
+        fresh = model_for(cfg, seed=99).eval()
+        fresh.load_state_dict(torch.load(buffer))
+        assert torch.equal(fresh(tokens, lengths), expected)
+        double = copy.deepcopy(model).to(torch.float64)
+        out = double(tokens, lengths)
+        assert out.dtype == torch.float64
+        torch.testing.assert_close(out.float(), expected)
+        torch.manual_seed(0)
+        assert double.train()(tokens, lengths).dtype == torch.float64  # masks follow the dtype too
+
+
+def test_bf16_autocast_logits_stay_close_to_fp32_and_are_labelled_honestly() -> None:
+    cfg = config(embed_dim=16, hidden_dim=16, num_layers=2)
+    model = model_for(cfg).eval()
+    tokens = torch.randint(1, V, (6, 10), generator=torch.Generator().manual_seed(0))
+    lengths = torch.tensor([10, 9, 7, 5, 3, 1])
+    with torch.no_grad():
+        fp32 = model(tokens, lengths)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            bf16 = model(tokens, lengths)
+    # bf16 keeps 8 significant bits (relative step 2**-8 = 3.9e-3); a few roundings per logit stay within
+    # 1.6e-2 (assert_close's bf16 rtol) of the logits' scale: at most 5.2e-3 seen over 20 seeds with the head in
+    # bf16 and the LSTM in fp32 (a CPU without bf16 LSTM kernels); where the LSTM runs bf16 it adds its roundings.
+    scale = float(fp32.abs().max())
+    torch.testing.assert_close(bf16.float(), fp32, rtol=1.6e-2, atol=1.6e-2 * scale)
+    report = probe_autocast(model, Batch(tokens, lengths, torch.zeros(6, dtype=torch.int64)), "bf16")
+    rnn_low = rnn_supports_autocast("lstm", "cpu", torch.bfloat16)
+    rnns = {name for name in report if name.startswith("rnns.")}
+    assert rnns and (rnns <= set(low_precision_modules(report))) == rnn_low
+
+
+# ---------------------------------------------------------------------------------------- notebook and factory
+
+
+def test_notebook_model_creates_modules_in_the_notebooks_order_and_consumes_rng_like_it() -> None:
+    torch.manual_seed(42)
+    model = NotebookBiLSTM(lstm_dropout=0.0)
+    assert [name for name, _ in model.named_children()] == ["embedding", "dropout", "lstm", "fc"]
+    torch.manual_seed(42)
+    embedding = nn.Embedding(200, 32, padding_idx=0)
+    lstm = nn.LSTM(32, 64, batch_first=True, bidirectional=True)
+    fc = nn.Linear(128, 2)
+    expected = [*embedding.parameters(), *lstm.parameters(), *fc.parameters()]
+    for got, want in zip(model.parameters(), expected, strict=True):
+        assert torch.equal(got, want)
+
+
+def test_notebook_model_reads_the_final_states_of_a_packed_bilstm() -> None:
+    torch.manual_seed(0)
+    model = NotebookBiLSTM(V, 6, 5, C, lstm_dropout=0.0)
+    tokens, lengths = GOOD_TOKENS, GOOD_LENGTHS
+    with torch.no_grad():
+        _, (h_n, _) = model.lstm(pack_padded_sequence(model.embedding(tokens), lengths, True, enforce_sorted=False))
+        assert torch.equal(model(tokens, lengths), model.fc(torch.cat([h_n[0], h_n[1]], dim=1)))
+
+
+def test_notebook_model_without_embedding_dropout_draws_no_random_numbers() -> None:
+    model = NotebookBiLSTM(V, 6, 5, C, lstm_dropout=0.0).train()
+    state = torch.get_rng_state()
+    model(GOOD_TOKENS, GOOD_LENGTHS)
+    assert torch.equal(torch.get_rng_state(), state)  # the notebook's replay depends on it
+    model.dropout.p = 0.5
+    model(GOOD_TOKENS, GOOD_LENGTHS)
+    assert not torch.equal(torch.get_rng_state(), state)  # and embed_dropout > 0 really draws
+
+
+@pytest.mark.parametrize("lengths", [[4, 4, 4], [4, 2, 1]])
+def test_notebook_model_runs_under_cpu_bf16_autocast_even_with_equal_lengths(lengths: list[int]) -> None:
+    """torch sends an equal-length packed batch to oneDNN's LSTM, which raises under bf16 on CPUs without bf16."""
+    torch.manual_seed(0)
+    model = NotebookBiLSTM(V, 6, 5, C, lstm_dropout=0.0)
+    tokens = torch.randint(1, V, (3, 4), generator=torch.Generator().manual_seed(0))
+    n = torch.tensor(lengths)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(tokens, n)
+    logits.float().sum().backward()
+    with torch.no_grad():
+        fp32 = model(tokens, n)
+    torch.testing.assert_close(logits.detach().float(), fp32, rtol=1.6e-2, atol=1.6e-2 * float(fp32.abs().max()))
+
+
+def test_build_model_picks_the_architecture() -> None:
+    assert isinstance(build_model(config(), V, C), SequenceClassifier)
+    notebook = ModelConfig(arch="notebook", embed_dim=6, hidden_dim=5, **{**NO_DROPOUT, "input_p": 0.2})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a clean notebook config warns about nothing
+        model = build_model(notebook, V, C)
+    assert isinstance(model, NotebookBiLSTM)
+    assert model.dropout.p == 0.2 and model.lstm.hidden_size == 5 and model.fc.out_features == C
+
+
+def test_build_model_warns_when_a_notebook_regularizer_cannot_act() -> None:
+    cfg = ModelConfig(arch="notebook", **{**NO_DROPOUT, "hidden_p": 0.3})
+    with pytest.warns(RegularizerNoOpWarning, match="hidden_p=0.3.*does nothing"):
+        model = build_model(cfg, V, C)
+    assert model.lstm.dropout == 0.3  # kept, to replay the notebook
+    with pytest.warns(RegularizerNoOpWarning, match="weight_p=0.3"):
+        build_model(ModelConfig(arch="notebook", **{**NO_DROPOUT, "weight_p": 0.3}), V, C)
+
+
+@pytest.mark.parametrize("change", [{"rnn": "gru"}, {"bidirectional": False}, {"num_layers": 2}, {"pooling": "mean"}])
+def test_build_model_rejects_shapes_the_notebook_model_cannot_take(change: dict) -> None:
+    with pytest.raises(ValueError, match="arch='awd'"):
+        build_model(ModelConfig(arch="notebook", **{**NO_DROPOUT, **change}), V, C)
