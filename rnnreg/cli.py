@@ -97,10 +97,13 @@ def _fail(message: str, code: int = 2) -> int:
 
 
 def _cmd_notebook(args: argparse.Namespace) -> int:
+    import torch
+
     from rnnreg import notebook
 
     if args.seeds < 2:
         return _fail(f"--seeds must be >= 2 to show a spread (got {args.seeds})")
+    torch.set_num_threads(1)  # batches of 4 sentences: extra threads only add synchronisation
     notebook.run(print, seeds=args.seeds)
     return 0
 

@@ -158,7 +158,7 @@ def what_went_wrong(out: Printer, cells: list[CellResult], noop_delta: float) ->
     out("\nWhat this notebook got wrong:")
     out(
         "1. nn.LSTM(dropout=0.3) with one layer does nothing: PyTorch applies it only between stacked layers"
-        + (f" and says so ({warned[0]!r})." if warned else ".")
+        + (" (rnnreg warns when it builds this model)." if warned else ".")
     )
     out(
         "   Re-running In[6] from its own random state with dropout=0.3 changes its losses by at most"
@@ -170,7 +170,8 @@ def what_went_wrong(out: Printer, cells: list[CellResult], noop_delta: float) ->
     )
     out(
         "2. Three validation sentences and one seed decide nothing: accuracy moves in steps of 1/3 and"
-        " flips with the seed (table above). `rnnreg ablate` runs many seeds on thousands of real sentences."
+        " flips with the seed (table above). Compare over many seeds on thousands of real sentences:"
+        " `rnnreg train --data movies --seed N`."
     )
     out(
         f"3. label_smoothing={eps} with {k} classes targets {1 - eps + eps / k:.2f}/{eps / k:.2f}, not 0.9/0.1:"
