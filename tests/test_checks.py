@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
+import re
 import subprocess
 import sys
 import textwrap
@@ -833,3 +835,775 @@ def test_checks_import_without_hypothesis() -> None:
     # `rnnreg check` must work without the test extras: only rnnreg.testing.strategies needs Hypothesis.
     code = "import sys, rnnreg.testing; sys.exit('hypothesis' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Cases mutation testing found untested (tox -e mutation): diagnoses no test reached, argument validation, the
+# documented tolerances and bounds, and the promises every check makes (names its invariant, reproducible)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class NaNRows(PackedBiLSTM):
+    """Produces NaN logits in rows 1 and 3, e.g. a division by a zero count."""
+
+    def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+        out = super().forward(tokens, lengths)
+        return out.index_fill(0, torch.tensor([1, 3]), float("nan"))
+
+
+class DropoutNotCalled(PackedBiLSTM):
+    """Holds nn.Dropout(0.3) as ``drop`` but its forward never calls it."""
+
+    def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+        return self.head(self.features(tokens, lengths))
+
+
+class FirstRowForAll(PackedBiLSTM):
+    """Every row gets the first row's logits: rows mixed (e.g. indexing h_n[-1][0] where h_n[-1] was meant)."""
+
+    def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+        out = super().forward(tokens, lengths)
+        return out[:1].expand_as(out)
+
+
+class FailsOnOneRow(PackedBiLSTM):
+    """Raises on a batch of one row, with a two-line message (only its first line belongs in the report)."""
+
+    def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+        if len(tokens) == 1:
+            raise RuntimeError("needs at least two rows\nsecond line of the traceback text")
+        return super().forward(tokens, lengths)
+
+
+class FailsSilentlyOnOneRow(PackedBiLSTM):
+    """Raises an exception without a message on a batch of one row."""
+
+    def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+        if len(tokens) == 1:
+            raise ValueError
+        return super().forward(tokens, lengths)
+
+
+class FailsUnderAutocast(PackedBiLSTM):
+    """An op without a low-precision kernel: raises as soon as autocast is on."""
+
+    def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+        if torch.is_autocast_enabled("cpu"):
+            raise RuntimeError("no bf16 kernel for this op")
+        return super().forward(tokens, lengths)
+
+
+class NaNOnOneRow(PackedBiLSTM):
+    """NaN logits for a batch of one row only (a variance over the batch divides by B - 1 = 0)."""
+
+    def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+        out = super().forward(tokens, lengths)
+        return out * float("nan") if len(tokens) == 1 else out
+
+
+class NaNUnderAutocast(PackedBiLSTM):
+    """NaN logits under autocast only (an overflow in low precision)."""
+
+    def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+        out = super().forward(tokens, lengths)
+        return out * float("nan") if torch.is_autocast_enabled("cpu") else out
+
+
+class FailsWhenReversed(PackedBiLSTM):
+    """Raises when the last row is longer than the first (it assumed rows sorted by decreasing length)."""
+
+    def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+        if lengths[-1] > lengths[0]:
+            raise RuntimeError("rows must be sorted by length")
+        return super().forward(tokens, lengths)
+
+
+class FailsOnWiderBatch(PackedBiLSTM):
+    """Raises on any width but the one it was written for (a fixed T)."""
+
+    def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+        if tokens.shape[1] != 6:
+            raise ValueError("expected 6 steps")
+        return super().forward(tokens, lengths)
+
+
+class TinyLargeOffsetLogits(LargeOffsetLogits):
+    """LargeOffsetLogits scaled down to max|logit| ~ 1e-3: the autocast bound is relative, so it must still fail."""
+
+    def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+        return super().forward(tokens, lengths) * 1e-3
+
+
+def sorted_batch() -> Batch:
+    """make_batch's rows ordered by decreasing length: a model that sorts rows internally is right on this order."""
+    batch = make_batch()
+    order = batch.lengths.argsort(descending=True)
+    return Batch(batch.tokens[order], batch.lengths[order], batch.labels[order])
+
+
+class FixedCountDropout(nn.Module):
+    """Inverted locked dropout that drops exactly ``count`` of the B*D (sequence, feature) entries (a fixed set)."""
+
+    def __init__(self, p: float, count: int) -> None:
+        super().__init__()
+        self.p, self.count = p, count
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training:
+            return x
+        B, _, D = x.shape
+        order = torch.randperm(B * D, generator=torch.Generator().manual_seed(3))
+        keep = torch.ones(B * D).index_fill(0, order[: self.count], 0.0).view(B, 1, D)
+        return x * keep / (1 - self.p)
+
+
+def clip_removes_grads(params: list[Tensor], max_norm: float) -> Tensor:
+    norm = nn.utils.get_total_norm(_grads(params))
+    for p in params:
+        p.grad = None  # "clipped to nothing"
+    return norm
+
+
+def clip_norm_then_value(params: list[Tensor], max_norm: float) -> Tensor:
+    """Both clipping modes applied: the value clip after the norm clip changes the gradient's direction."""
+    norm = nn.utils.clip_grad_norm_(params, max_norm)
+    nn.utils.clip_grad_value_(params, 0.01 * max_norm)
+    return norm
+
+
+def clip_creates_missing_grads(params: list[Tensor], max_norm: float) -> Tensor:
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)  # "every parameter has a gradient", frozen ones included
+    return nn.utils.clip_grad_norm_(params, max_norm)
+
+
+def clip_by_mean_square_norm(params: list[Tensor], max_norm: float) -> Tensor:
+    """Total norm taken as the root-mean-square of the per-tensor norms (a mean where a sum belongs)."""
+    norm = nn.utils.get_total_norm(_grads(params))
+    wrong = torch.stack([g.norm() for g in _grads(params)]).pow(2).mean().sqrt()
+    for g in _grads(params):
+        g.mul_(torch.clamp(max_norm / wrong, max=1.0))
+    return norm
+
+
+def clip_returns_python_float(params: list[Tensor], max_norm: float) -> float:
+    return float(nn.utils.clip_grad_norm_(params, max_norm))
+
+
+def clip_returns_squared_norm(params: list[Tensor], max_norm: float) -> Tensor:
+    return nn.utils.clip_grad_norm_(params, max_norm) ** 2
+
+
+def smoothing_returns_a_list(logits: Tensor, targets: Tensor, eps: float) -> list[float]:
+    return F.cross_entropy(logits, targets, label_smoothing=eps, reduction="none").tolist()
+
+
+def smoothing_for_two_classes(logits: Tensor, targets: Tensor, eps: float) -> Tensor:
+    """eps/2 on every class, written for binary problems: right for K = 2 only."""
+    q = torch.full_like(logits, eps / 2).scatter_(1, targets[:, None], 1 - eps + eps / 2)
+    return F.cross_entropy(logits, q)
+
+
+def smoothing_halved(logits: Tensor, targets: Tensor, eps: float) -> Tensor:
+    return F.cross_entropy(logits, targets, label_smoothing=eps / 2)
+
+
+def adamw_ignoring_wd(params: list[Tensor], lr: float, wd: float) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+
+
+def adamw_decaying_twice(params: list[Tensor], lr: float, wd: float) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(params, lr=lr, weight_decay=2 * wd)
+
+
+def sgd_l2_doubled(params: list[Tensor], lr: float, wd: float) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=lr, weight_decay=2 * wd)
+
+
+def step_never_steps(model: nn.Module, batch: Batch, optimizer: Any, scaler: Any, max_norm: float) -> None:
+    scaler.scale(_loss(model, batch)).backward()
+    scaler.unscale_(optimizer)
+    nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    scaler.update()  # scaler.step(optimizer) forgotten
+
+
+def step_clips_by_value(model: nn.Module, batch: Batch, optimizer: Any, scaler: Any, max_norm: float) -> None:
+    scaler.scale(_loss(model, batch)).backward()
+    scaler.unscale_(optimizer)
+    nn.utils.clip_grad_value_(model.parameters(), max_norm)  # clip='value' where clip='norm' was configured
+    scaler.step(optimizer)
+    scaler.update()
+
+
+def step_with_label_smoothing(model: nn.Module, batch: Batch, optimizer: Any, scaler: Any, max_norm: float) -> None:
+    loss = F.cross_entropy(model(batch.tokens, batch.lengths), batch.labels, label_smoothing=0.1)  # not loss_fn
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
+    nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    scaler.step(optimizer)
+    scaler.update()
+
+
+def _model(check: Callable[..., Any], cls: Callable[[], nn.Module], batch: Callable[[], Batch] = make_batch) -> Any:
+    return lambda: check(fresh(cls), batch())
+
+
+# (passing call, failing call) per check and failure path: the failure must name the invariant the pass reports.
+NAMED_FAILURES: dict[str, tuple[Callable[[], Any], Callable[[], Any]]] = {
+    "eval-nondeterministic": (
+        _model(checks.check_eval_deterministic, PackedBiLSTM),
+        _model(checks.check_eval_deterministic, DropoutInEval),
+    ),
+    "dropout-inert": (
+        _model(checks.check_dropout_active, PackedBiLSTM),
+        _model(checks.check_dropout_active, NotebookLSTM),
+    ),
+    "padding-appended": (
+        _model(checks.check_padding_invariance, PackedBiLSTM),
+        _model(checks.check_padding_invariance, UnpackedBiLSTM),
+    ),
+    "batch-alone": (
+        _model(checks.check_batch_independence, PackedBiLSTM),
+        _model(checks.check_batch_independence, DividesByBatchMaxLength),
+    ),
+    "batch-permuted": (
+        _model(checks.check_batch_independence, PackedBiLSTM),
+        _model(checks.check_batch_independence, SortsWithoutRestoring, sorted_batch),
+    ),
+    "batch-one-row-raises": (
+        _model(checks.check_batch_independence, PackedBiLSTM),
+        _model(checks.check_batch_independence, FailsOnOneRow),
+    ),
+    "batch-one-row-nan": (
+        _model(checks.check_batch_independence, PackedBiLSTM),
+        _model(checks.check_batch_independence, NaNOnOneRow),
+    ),
+    "batch-reversed-raises": (
+        _model(checks.check_batch_independence, PackedBiLSTM),
+        _model(checks.check_batch_independence, FailsWhenReversed),
+    ),
+    "padding-wider-raises": (
+        _model(checks.check_padding_invariance, PackedBiLSTM),
+        _model(checks.check_padding_invariance, FailsOnWiderBatch),
+    ),
+    "amp-bound": (_model(checks.check_amp_parity, PackedBiLSTM), _model(checks.check_amp_parity, LargeOffsetLogits)),
+    "amp-nan": (_model(checks.check_amp_parity, PackedBiLSTM), _model(checks.check_amp_parity, NaNUnderAutocast)),
+    "amp-raises": (_model(checks.check_amp_parity, PackedBiLSTM), _model(checks.check_amp_parity, FailsUnderAutocast)),
+    **{f"nan-logits-{check.__name__}": (_model(check, PackedBiLSTM), _model(check, NaNRows)) for check in MODEL_CHECKS},
+    **{
+        f"locked-{name}": (
+            lambda: checks.check_locked_dropout(LockedDropout(0.3), p=0.3),
+            functools.partial(checks.check_locked_dropout, layer, p=0.3),
+        )
+        for name, layer in [
+            ("eval", MaskedDropout(0.3, per_sequence, in_eval=True)),
+            ("scale", MaskedDropout(0.3, per_sequence, inverted=False)),
+            ("time", nn.Dropout(0.3)),
+            ("shared", MaskedDropout(0.3, lambda B, T, D: (1, 1, D))),
+            ("features", MaskedDropout(0.3, lambda B, T, D: (B, 1, 1))),
+            ("rate", MaskedDropout(0.3, per_sequence, keep_prob=0.3)),
+        ]
+    },
+    **{
+        f"clip-{clip_fn.__name__}": (
+            lambda: checks.check_gradient_clipping(nn.utils.clip_grad_norm_),
+            functools.partial(checks.check_gradient_clipping, clip_fn),
+        )
+        for clip_fn in [
+            clip_per_tensor,
+            clip_returns_nothing,
+            clip_always_rescales,
+            clip_crashes_on_missing_grad,
+            clip_removes_grads,
+            clip_norm_then_value,
+            clip_creates_missing_grads,
+        ]
+    },
+    **{
+        f"smoothing-{loss_fn.__name__}": (
+            lambda: checks.check_label_smoothing(smoothing_reference),
+            functools.partial(checks.check_label_smoothing, loss_fn),
+        )
+        for loss_fn in [smoothing_summed, smoothing_per_row]
+    },
+    "decoupled-zero-grad": (
+        lambda: checks.check_weight_decay(adamw, decoupled=True),
+        lambda: checks.check_weight_decay(adam, decoupled=True),
+    ),
+    "decoupled-steps": (
+        lambda: checks.check_weight_decay(adamw, decoupled=True),
+        lambda: checks.check_weight_decay(sgd_momentum, decoupled=True),
+    ),
+    "coupled": (
+        lambda: checks.check_weight_decay(adam, decoupled=False),
+        lambda: checks.check_weight_decay(adamw, decoupled=False),
+    ),
+    "amp-clipping": (
+        lambda: checks.check_amp_clipping(step_right),
+        lambda: checks.check_amp_clipping(step_clips_scaled),
+    ),
+}
+
+
+@pytest.mark.parametrize(("passes", "fails"), NAMED_FAILURES.values(), ids=NAMED_FAILURES.keys())
+def test_a_failure_is_reported_under_the_invariant_a_pass_reports(
+    passes: Callable[[], Any], fails: Callable[[], Any]
+) -> None:
+    # `rnnreg check` lines up passes and failures by this name, and the message format puts it first.
+    passed = passes()
+    assert isinstance(passed.invariant, str) and passed.invariant
+    assert isinstance(passed.detail, str) and passed.detail
+    with pytest.raises(InvariantViolation) as err:
+        fails()
+    assert str(err.value).startswith(passed.invariant)
+
+
+@pytest.mark.parametrize("check", MODEL_CHECKS, ids=lambda c: c.__name__)
+def test_non_finite_logits_fail_naming_the_rows(check: Callable[[Any, Batch], Any]) -> None:
+    with pytest.raises(InvariantViolation, match=r"non-finite logits in rows \[1, 3\]"):
+        check(fresh(NaNRows), make_batch())
+
+
+def test_eval_nondeterminism_names_its_size_and_the_rows() -> None:
+    with pytest.raises(
+        InvariantViolation, match=r"two eval passes differ by up to (\S+) \(rows \[0, 1, 2, 3, 4\]\)"
+    ) as err:
+        checks.check_eval_deterministic(fresh(DropoutInEval), make_batch())  # dropout on every row's features
+    size = re.search(r"up to (\S+) ", str(err.value))
+    assert size is not None and float(size.group(1)) > 0
+
+
+def test_dropout_check_switches_an_eval_mode_model_to_train_mode() -> None:
+    checks.check_dropout_active(fresh(PackedBiLSTM).eval(), make_batch())
+
+
+def test_dropout_modules_that_change_nothing_are_named() -> None:
+    with pytest.raises(InvariantViolation, match=r"dropout modules with p > 0 exist \(drop\) but change nothing"):
+        checks.check_dropout_active(fresh(DropoutNotCalled), make_batch())
+
+
+def test_padding_diagnosis_names_both_causes_when_pad_token_values_are_read() -> None:
+    with pytest.raises(InvariantViolation) as err:
+        checks.check_padding_invariance(fresh(MaskFromPadToken), make_batch())
+    assert "reads past each row's length" in str(err.value)
+    assert "token values in pad positions" in str(err.value)
+
+
+def test_padding_failure_names_the_rows_their_lengths_and_the_variant() -> None:
+    with pytest.raises(
+        InvariantViolation,
+        match=r"rows \[0, 1, 2, 3, 4\] \(lengths \[6, 4, 2, 1, 5\] of T=6\) changed by up to \S+ with 3 pad columns",
+    ):
+        checks.check_padding_invariance(fresh(UnpackedBiLSTM), make_batch())  # the reverse direction reads them all
+
+
+def test_a_single_pad_position_is_filled_with_garbage() -> None:
+    # Each padded row has exactly one pad, at position == length: the garbage variant must reach it.
+    lengths = torch.tensor([5, 4, 5, 4, 5])
+    tokens = torch.randint(1, VOCAB, (5, 5), generator=torch.Generator().manual_seed(7))
+    tokens[lengths == 4, 4] = PAD_ID
+    batch = Batch(tokens, lengths, torch.tensor([0, 1, 2, 0, 1]))
+    with pytest.raises(InvariantViolation, match="with random tokens in its pad positions"):
+        checks.check_padding_invariance(fresh(MaskFromPadToken), batch)
+
+
+def test_padding_check_reports_how_many_variants_it_compared() -> None:
+    padded = checks.check_padding_invariance(fresh(PackedBiLSTM), make_batch())
+    full = make_batch()
+    unpadded = Batch(full.tokens[:1], full.lengths[:1], full.labels[:1])  # the full-length row: no pad positions
+    assert "3 padding variants" in padded.detail
+    assert "2 padding variants" in checks.check_padding_invariance(fresh(PackedBiLSTM), unpadded).detail
+
+
+def test_padding_check_accepts_one_extra_column_and_rejects_none() -> None:
+    checks.check_padding_invariance(fresh(PackedBiLSTM), make_batch(), extra=1)
+    with pytest.raises(ValueError, match="extra must be >= 1"):
+        checks.check_padding_invariance(fresh(PackedBiLSTM), make_batch(), extra=0)
+
+
+def test_batch_statistics_failure_gives_the_per_row_fix() -> None:
+    with pytest.raises(InvariantViolation, match=r"Fix: compute every statistic per row"):
+        checks.check_batch_independence(fresh(DividesByBatchMaxLength), make_batch())
+
+
+def test_sorting_without_restoring_is_caught_by_the_permutations_when_rows_alone_agree() -> None:
+    # On rows already sorted by length the model is right row by row; only a permuted batch exposes it.
+    with pytest.raises(
+        InvariantViolation, match=r"do not follow their rows when the batch is permuted \(reversed batch: rows \["
+    ) as err:
+        checks.check_batch_independence(fresh(SortsWithoutRestoring), sorted_batch())
+    assert "rows reordered inside forward" in str(err.value)
+
+
+def test_rows_mixed_across_the_batch_are_not_diagnosed_as_a_reordering() -> None:
+    with pytest.raises(InvariantViolation, match="rows mixed by a view/transpose") as err:
+        checks.check_batch_independence(fresh(FirstRowForAll), make_batch())
+    assert "reordered" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("check", "cls", "match"),
+    [
+        (checks.check_batch_independence, FailsOnOneRow, "RuntimeError on a batch of one row: needs at least two rows"),
+        (checks.check_batch_independence, FailsWhenReversed, "RuntimeError on the reversed batch: rows must be sorted"),
+        (checks.check_padding_invariance, FailsOnWiderBatch, "ValueError on the batch with 3 pad columns appended"),
+        (checks.check_batch_independence, FailsSilentlyOnOneRow, r"ValueError on a batch of one row: \."),  # no text
+    ],
+    ids=["one-row", "reversed", "wider", "no-message"],
+)
+def test_an_exception_on_a_derived_batch_names_the_batch_and_the_first_line(
+    check: Callable[[Any, Batch], Any], cls: type[nn.Module], match: str
+) -> None:
+    with pytest.raises(InvariantViolation, match="the model ran on the batch but raised " + match) as err:
+        check(fresh(cls), make_batch())
+    assert "second line" not in str(err.value)
+
+
+def test_an_exception_under_autocast_is_a_violation_naming_it() -> None:
+    with pytest.raises(InvariantViolation, match=r"under autocast raised RuntimeError: no bf16 kernel for this op"):
+        checks.check_amp_parity(fresh(FailsUnderAutocast), make_batch())
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_amp_parity_runs_the_requested_dtype_and_names_the_low_precision_modules(dtype: torch.dtype) -> None:
+    model = fresh(PackedBiLSTM)
+    seen: set[torch.dtype] = set()
+
+    def record(*_: Any) -> None:
+        if torch.is_autocast_enabled("cpu"):
+            seen.add(torch.get_autocast_dtype("cpu"))
+
+    model.head.register_forward_pre_hook(record)
+    passed = checks.check_amp_parity(model, make_batch(), dtype=dtype)
+    assert seen == {dtype}  # every autocast forward (the comparison and the probe) ran in this dtype
+    assert str(dtype).removeprefix("torch.") in passed.invariant
+    assert passed.detail.endswith("low precision in: head")  # the packed LSTM stays fp32 on CPU
+
+
+def test_amp_parity_of_a_plain_function_reports_no_low_precision_module() -> None:
+    model = fresh(PackedBiLSTM).eval()  # the check cannot switch a plain function to eval mode
+    passed = checks.check_amp_parity(lambda tokens, lengths: model(tokens, lengths), make_batch())
+    assert passed.detail.endswith("low precision in: none")  # no modules to probe
+
+
+def test_amp_parity_rtol_overrides_the_bound_and_the_bound_is_inclusive() -> None:
+    checks.check_amp_parity(fresh(LargeOffsetLogits), make_batch(), rtol=100.0)
+    with pytest.raises(InvariantViolation, match="> bound"):
+        checks.check_amp_parity(fresh(PackedBiLSTM), make_batch(), rtol=0.0)  # its head runs in bf16: diff > 0
+    # Autocast leaves an embedding lookup alone: identical logits pass even a zero bound.
+    embedding = fresh(PackedBiLSTM).embedding
+    checks.check_amp_parity(lambda tokens, lengths: embedding(tokens)[:, 0, :], make_batch(), rtol=0.0)
+
+
+def test_amp_parity_bound_is_relative_to_the_logits_at_any_scale() -> None:
+    with pytest.raises(InvariantViolation, match="> bound"):
+        checks.check_amp_parity(fresh(TinyLargeOffsetLogits), make_batch())
+
+
+def _shifted_by_width(scale: float, dtype: torch.dtype) -> Callable[[Tensor, Tensor], Tensor]:
+    """A padding-sensitive model whose logits move by ``scale`` per appended column, in ``dtype``."""
+    base = fresh(PackedBiLSTM).eval()
+
+    def model(tokens: Tensor, lengths: Tensor) -> Tensor:
+        return base(tokens, lengths).to(dtype) + scale * tokens.shape[1]
+
+    return model
+
+
+@pytest.mark.parametrize(
+    ("scale", "dtype", "passes"),
+    [(1e-6, torch.float32, True), (1e-4, torch.float32, False), (1e-6, torch.float64, False)],
+    ids=["fp32-within-tolerance", "fp32-beyond", "fp64-beyond"],
+)
+def test_padding_check_tolerance_is_assert_close_default_for_the_logits_dtype(
+    scale: float, dtype: torch.dtype, passes: bool
+) -> None:
+    # 3 appended columns shift the logits by 3*scale: 3e-6 is inside fp32's atol (1e-5) and outside fp64's (1e-7).
+    # The report gives the size of the change: 3 columns x scale.
+    context = (
+        contextlib.nullcontext()
+        if passes
+        else pytest.raises(InvariantViolation, match=f"changed by up to {3 * scale:.3g} with 3 pad columns appended")
+    )
+    with context:
+        checks.check_padding_invariance(_shifted_by_width(scale, dtype), make_batch())
+
+
+def one_arg_model(tokens: Tensor) -> Tensor:
+    return tokens.float()
+
+
+def test_a_callable_without_a_name_is_described_by_its_repr() -> None:
+    with pytest.raises(TypeError, match=r"functools\.partial\(<function one_arg_model"):
+        checks.check_eval_deterministic(functools.partial(one_arg_model), make_batch())
+
+
+def test_model_checks_hand_the_model_int64_tokens_and_lengths() -> None:
+    model = fresh(PackedBiLSTM).eval()
+    seen: set[torch.dtype] = set()
+
+    def int64_only(tokens: Tensor, lengths: Tensor) -> Tensor:
+        seen.update({tokens.dtype, lengths.dtype})
+        return model(tokens, lengths)
+
+    batch = make_batch()
+    checks.check_eval_deterministic(int64_only, Batch(batch.tokens.int(), batch.lengths.int(), batch.labels))
+    assert seen == {torch.int64}
+
+
+@pytest.mark.parametrize(
+    ("model", "batch", "error", "match"),
+    [
+        (one_arg_model, make_batch(), TypeError, r"one_arg_model takes \(tokens"),
+        (PackedBiLSTM(), (torch.ones(2, 3),), TypeError, "got tuple without tokens, lengths, labels"),
+        (PackedBiLSTM(), Batch(torch.ones(2, 3), torch.tensor([3, 3]), torch.tensor([0, 1])), ValueError, "integer"),
+        (PackedBiLSTM(), Batch(torch.ones(3).long(), torch.tensor([3]), torch.tensor([0])), ValueError, r"\[B, T\]"),
+        (
+            PackedBiLSTM(),
+            Batch(torch.ones(0, 3).long(), torch.ones(0).long(), torch.ones(0).long()),
+            ValueError,
+            "one row",
+        ),
+        (PackedBiLSTM(), Batch(torch.ones(2, 3).long(), torch.ones(2), torch.tensor([0, 1])), ValueError, "lengths"),
+    ],
+    ids=["one-argument-function", "not-a-batch", "float-tokens", "1-D-tokens", "no-rows", "float-lengths"],
+)
+def test_model_checks_reject_bad_arguments_saying_what_is_wrong(
+    model: Any, batch: Any, error: type[Exception], match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        checks.check_eval_deterministic(model, batch)
+
+
+@pytest.mark.parametrize(
+    ("output", "match"),
+    [
+        (lambda out: out.long(), r"got a torch\.int64 tensor of shape \(5, 3\)"),
+        (lambda out: out[:, 0], r"got a torch\.float32 tensor of shape \(5,\)"),
+        (lambda out: out[:4], r"with B=5 \(got a torch\.float32 tensor of shape \(4, 3\)"),
+        (lambda out: out.tolist(), r"got a list"),
+    ],
+    ids=["integer", "1-D", "rows-missing", "not-a-tensor"],
+)
+def test_logits_breaking_the_protocol_are_a_type_error_naming_what_came_back(
+    output: Callable[[Tensor], Any], match: str
+) -> None:
+    model = fresh(PackedBiLSTM).eval()
+    with pytest.raises(TypeError, match=match):
+        checks.check_eval_deterministic(lambda tokens, lengths: output(model(tokens, lengths)), make_batch())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"p": 1.0}, "p must be"),
+        ({"p": -0.1}, "p must be"),
+        ({"p": False}, "p must be"),
+        ({"p": "0.3"}, "p must be"),
+        ({"p": 0.3, "shape": (4, 1, 4)}, "T >= 2"),
+        ({"p": 0.3, "shape": (0, 4, 4)}, "positive sides"),
+    ],
+    ids=["p-one", "p-negative", "p-bool", "p-string", "one-step", "no-rows"],
+)
+def test_locked_dropout_check_rejects_bad_arguments(kwargs: dict[str, Any], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        checks.check_locked_dropout(LockedDropout(0.3), **kwargs)
+
+
+@pytest.mark.parametrize("shape", [(1, 2, 1), (1, 8, 64), (64, 8, 1), (4, 2, 3)], ids=str)
+def test_locked_dropout_done_right_passes_at_the_smallest_shapes(shape: tuple[int, int, int]) -> None:
+    # One sequence, one feature or two steps: the shared-mask and whole-sequence tests need B > 1 and D > 1.
+    checks.check_locked_dropout(LockedDropout(0.3), p=0.3, shape=shape)
+
+
+@pytest.mark.parametrize(
+    ("layer", "match"),
+    [
+        (lambda x: x.mean(dim=1), r"in train mode it returned \(64, 64\)"),
+        (lambda x: (x, None), "in train mode it returned tuple"),
+    ],
+    ids=["wrong-shape", "tuple"],
+)
+def test_locked_dropout_layer_returning_another_shape_is_a_type_error(
+    layer: Callable[[Tensor], Any], match: str
+) -> None:
+    with pytest.raises(TypeError, match=match):
+        checks.check_locked_dropout(layer, p=0.3)
+
+
+class ShapeChangingInEval(LockedDropout):
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x) if self.training else x[:, :1]
+
+
+def test_locked_dropout_layer_changing_shape_in_eval_is_a_type_error_naming_the_mode() -> None:
+    with pytest.raises(TypeError, match=r"in eval mode it returned \(64, 1, 64\)"):
+        checks.check_locked_dropout(ShapeChangingInEval(0.3), p=0.3)
+
+
+def test_locked_dropout_check_restores_a_layer_in_train_mode() -> None:
+    layer = LockedDropout(0.3).train()
+    checks.check_locked_dropout(layer, p=0.3)
+    assert layer.training and layer.drop.training
+
+
+def test_a_wrongly_scaled_mask_is_not_diagnosed_as_non_inverted() -> None:
+    class ScaledByOneOverP(MaskedDropout):
+        def forward(self, x: Tensor) -> Tensor:
+            scale = (1 - self.p) / self.p if self.training else 1.0  # 1/p where 1/(1-p) belongs
+            return super().forward(x) * scale
+
+    with pytest.raises(InvariantViolation, match="does more than multiply by a 0/1 mask"):
+        checks.check_locked_dropout(ScaledByOneOverP(0.3, per_sequence), p=0.3)
+
+
+@pytest.mark.parametrize(
+    ("mask_shape", "shape", "match"),
+    [
+        (lambda B, T, D: (1, 1, D), (2, 8, 64), "all 2 sequences got the same mask"),
+        (lambda B, T, D: (B, 1, 1), (64, 8, 2), "keeps or drops all its features together"),
+    ],
+    ids=["two-sequences", "two-features"],
+)
+def test_shared_masks_are_caught_from_two_sequences_or_two_features(
+    mask_shape: Callable[[int, int, int], tuple[int, ...]], shape: tuple[int, int, int], match: str
+) -> None:
+    with pytest.raises(InvariantViolation, match=match):
+        checks.check_locked_dropout(MaskedDropout(0.3, mask_shape), p=0.3, shape=shape)
+
+
+@pytest.mark.parametrize(("sigmas", "passes"), [(4.5, True), (-4.5, True), (5.5, False), (-5.5, False)])
+def test_locked_dropout_drop_rate_bound_is_five_binomial_sigma(sigmas: float, passes: bool) -> None:
+    # The docstring's bound, probed with a layer that drops an exact count: n = 64*64 entries, p = 0.3.
+    n, p = 64 * 64, 0.3
+    count = round(n * p + sigmas * math.sqrt(n * p * (1 - p)))
+    if passes:
+        passed = checks.check_locked_dropout(FixedCountDropout(p, count), p=p)
+        assert f"drop rate {count / n:.4f}" in passed.detail
+    else:
+        with pytest.raises(InvariantViolation, match=f"{count} of {n} .* entries dropped"):
+            checks.check_locked_dropout(FixedCountDropout(p, count), p=p)
+
+
+@pytest.mark.parametrize(
+    ("clip_fn", "match"),
+    [
+        (clip_removes_grads, "gradients were removed or reshaped"),
+        (clip_norm_then_value, r"gradient \d was scaled by .* the direction changed"),
+        (clip_by_mean_square_norm, "the scaling factor is not max_norm / total_norm"),
+    ],
+    ids=lambda v: getattr(v, "__name__", ""),
+)
+def test_more_clipping_bugs_fail_with_their_diagnosis(
+    clip_fn: Callable[[list[Tensor], float], Any], match: str
+) -> None:
+    with pytest.raises(InvariantViolation, match=match):
+        checks.check_gradient_clipping(clip_fn)
+
+
+def test_clip_failure_names_max_norm_and_the_pre_clip_norm() -> None:
+    # The first case's tensors have norms 6, 4, 5, 3 (x max_norm = 1): pre-clip norm sqrt(86) = 9.27362.
+    with pytest.raises(InvariantViolation, match=r"max_norm=1\.0, pre-clip norm 9\.27362\] clip_fn returned None"):
+        checks.check_gradient_clipping(clip_returns_nothing)
+
+
+def test_a_frozen_parameter_must_keep_grad_none() -> None:
+    with pytest.raises(InvariantViolation, match=r"a parameter whose \.grad was None got a gradient"):
+        checks.check_gradient_clipping(clip_creates_missing_grads)
+
+
+def test_clip_returning_the_norm_as_a_python_float_passes() -> None:
+    checks.check_gradient_clipping(clip_returns_python_float)
+
+
+def test_a_wrong_return_value_is_not_called_the_post_clip_norm() -> None:
+    with pytest.raises(InvariantViolation, match="instead of the pre-clip global norm") as err:
+        checks.check_gradient_clipping(clip_returns_squared_norm)
+    assert "post-clip" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("loss_fn", "match"),
+    [
+        (smoothing_returns_a_list, "loss_fn returned list"),
+        (smoothing_for_two_classes, r"K=3, eps=0\.1: loss"),  # right for K=2: every K must be checked
+        (smoothing_halved, "a different target distribution or reduction"),
+        (lambda logits, targets, eps: smoothing_reference(logits, targets, eps or 0.05), r"by a default \(0\.05\)"),
+        (lambda logits, targets, eps: smoothing_reference(logits, targets, eps or 0.2), r"by a default \(0\.2\)"),
+    ],
+    ids=["returns-a-list", "two-classes-only", "halved", "default-0.05", "default-0.2"],
+)
+def test_more_label_smoothing_bugs_fail_with_their_diagnosis(
+    loss_fn: Callable[[Tensor, Tensor, float], Any], match: str
+) -> None:
+    with pytest.raises(InvariantViolation, match=match):
+        checks.check_label_smoothing(loss_fn)
+
+
+@pytest.mark.parametrize(("offset", "passes"), [(8e-6, True), (3e-5, False)])
+def test_label_smoothing_tolerance_is_fp32_atol(offset: float, passes: bool) -> None:
+    # The docstring's tolerance: atol 1e-5 (+ rtol 1.3e-6): a loss off by 0.8 atol passes, by 3 atol fails.
+    context = contextlib.nullcontext() if passes else pytest.raises(InvariantViolation, match="12 cases differ")
+    with context:
+        checks.check_label_smoothing(lambda logits, targets, eps: smoothing_reference(logits, targets, eps) + offset)
+
+
+@pytest.mark.parametrize(
+    ("make", "decoupled", "match"),
+    [
+        (adamw_ignoring_wd, True, "nothing decayed"),
+        (adamw_decaying_twice, True, r"the decay factor is not 1 - lr\*wd"),
+        (sgd_l2_doubled, False, "at step 1 the weights differ"),
+    ],
+    ids=["wd-ignored", "decayed-twice", "SGD-L2-doubled"],
+)
+def test_more_weight_decay_bugs_fail_with_their_diagnosis(
+    make: Callable[..., Any], decoupled: bool, match: str
+) -> None:
+    with pytest.raises(InvariantViolation, match=match):
+        checks.check_weight_decay(make, decoupled=decoupled)
+
+
+def test_weight_decay_result_names_the_kind_it_verified() -> None:
+    decoupled = checks.check_weight_decay(adamw, decoupled=True)
+    coupled = checks.check_weight_decay(adam, decoupled=False)
+    assert decoupled.invariant.startswith("decoupled") and decoupled.detail.startswith("decoupled")
+    assert coupled.invariant.startswith("coupled") and coupled.detail.startswith("coupled")
+
+
+@pytest.mark.parametrize(
+    ("train_step", "match"),
+    [
+        (step_never_steps, "the parameters did not move"),
+        (step_clips_by_value, "differs from scale -> backward -> unscale_ -> clip -> step in direction or size"),
+        # Clipped to the same max_norm, so the update has the reference's size: neither too small nor unclipped.
+        (step_with_label_smoothing, "differs from scale -> backward -> unscale_ -> clip -> step in direction or size"),
+    ],
+    ids=lambda v: getattr(v, "__name__", ""),
+)
+def test_more_step_bugs_fail_amp_clipping_with_their_diagnosis(train_step: Callable[..., None], match: str) -> None:
+    with pytest.raises(InvariantViolation, match=match):
+        checks.check_amp_clipping(train_step)
+
+
+@pytest.mark.parametrize(
+    "fails",
+    [
+        functools.partial(checks.check_weight_decay, adamw_without_lr, decoupled=True),
+        functools.partial(checks.check_weight_decay, adam_l2_from_squared_norm, decoupled=False),
+        functools.partial(checks.check_label_smoothing, smoothing_summed),
+        functools.partial(checks.check_gradient_clipping, clip_norm_then_value),
+        functools.partial(checks.check_amp_clipping, step_never_clips),
+    ],
+    ids=["weight-decay-zero-grad", "weight-decay-steps", "label-smoothing", "clipping", "amp-clipping"],
+)
+def test_a_failure_reads_the_same_whatever_the_global_seed(fails: Callable[[], Any]) -> None:
+    # Checks draw from fixed internal seeds: the numbers in a report do not depend on the caller's RNG.
+    messages = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        with pytest.raises(InvariantViolation) as err:
+            fails()
+        messages.append(str(err.value))
+    assert messages[0] == messages[1]

@@ -32,6 +32,7 @@ from rnnreg.step import (
     make_scaler,
     param_groups,
     probe_autocast,
+    resolve_device,
     train_step,
 )
 
@@ -946,3 +947,84 @@ def test_cuda_fp16_step_with_grad_scaler_matches_fp32(seed: int) -> None:
     torch.testing.assert_close(torch.tensor(stats16.grad_norm), torch.tensor(stats32.grad_norm), rtol=1e-2, atol=0)
     g16, g32 = flat(applied16[0]), flat(applied32[0])
     assert float(torch.linalg.vector_norm(g16 - g32) / torch.linalg.vector_norm(g32)) <= 1e-2
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Cases mutation testing found untested (tox -e mutation)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cuda_available", [False, True])
+def test_auto_device_is_cuda_exactly_when_cuda_is_available(
+    monkeypatch: pytest.MonkeyPatch, cuda_available: bool
+) -> None:
+    # is_available is patched so both branches run on any machine; torch.device("cuda") itself needs no GPU.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda_available)
+    assert resolve_device("auto") == torch.device("cuda" if cuda_available else "cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+
+
+def test_asking_for_cuda_is_an_error_naming_the_fix_only_without_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match=r"train\.device='cuda'(.|\n)*use train\.device=cpu or auto"):
+        resolve_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("cuda") == torch.device("cuda")
+
+
+def test_fp16_autocast_means_float16_and_the_probe_counts_it_as_low_precision() -> None:
+    """CPU autocast runs fp16 too: amp='fp16' must not fall back to the CPU default dtype (bf16)."""
+    with autocast("cpu", "fp16"):
+        assert torch.is_autocast_enabled("cpu")
+        assert torch.get_autocast_dtype("cpu") == torch.float16
+    report = probe_autocast(build(MeanPoolMLP, 0), make_batch(0, 3), "fp16")
+    assert report == {"embedding": "float32", "hidden": "float16", "out": "float16"}
+    assert low_precision_modules(report) == ["hidden", "out"]
+
+
+class TokensTap(nn.Module):
+    """A leaf module that passes the integer token ids through (a lookup helper, a mask builder)."""
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        return tokens
+
+
+class NestedMLP(nn.Module):
+    """MeanPoolMLP's layers one level down in a container, plus an integer-valued leaf."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tap = TokensTap()
+        self.body = MeanPoolMLP()
+
+    def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+        return self.body(self.tap(tokens), lengths)
+
+
+def test_probe_reports_floating_outputs_of_leaf_modules_only() -> None:
+    report = probe_autocast(build(NestedMLP, 0), make_batch(0, 3), "bf16")
+    # Not the container ("body": its output is the head's), not the integer-valued leaf ("tap").
+    assert report == {"body.embedding": "float32", "body.hidden": "bfloat16", "body.out": "bfloat16"}
+
+
+@pytest.mark.parametrize("decay_embedding", [False, True])
+def test_a_bare_embedding_model_follows_decay_embedding(decay_embedding: bool) -> None:
+    """The model itself may be the embedding: its table is named 'weight', with no module prefix."""
+    cfg = config(weight_decay=0.1, decay_embedding=decay_embedding)
+    groups = param_groups(nn.Embedding(VOCAB, EMBED), cfg)
+    assert [g["weight_decay"] for g in groups] == [0.1 if decay_embedding else 0.0]
+
+
+class FactorizedEmbedding(nn.Embedding):
+    """An embedding table with a projection inside it (ALBERT-style factorization)."""
+
+    def __init__(self) -> None:
+        super().__init__(VOCAB, 4, padding_idx=PAD_ID)
+        self.proj = nn.Linear(4, EMBED, bias=False)
+
+
+def test_decay_embedding_false_spares_the_table_but_not_modules_inside_the_embedding() -> None:
+    model = nn.Sequential(FactorizedEmbedding())
+    decay, no_decay = param_groups(model, config(weight_decay=0.1, decay_embedding=False))
+    assert [id(p) for p in decay["params"]] == [id(model[0].proj.weight)]  # a matrix: decays
+    assert [id(p) for p in no_decay["params"]] == [id(model[0].weight)]  # the embedding table
