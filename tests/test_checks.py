@@ -858,6 +858,18 @@ class DropoutNotCalled(PackedBiLSTM):
         return self.head(self.features(tokens, lengths))
 
 
+class StackedLSTMUnused(PackedBiLSTM):
+    """Builds a two-layer LSTM with dropout=0.3 but classifies from mean-pooled embeddings: the LSTM is dead code."""
+
+    def __init__(self) -> None:
+        super().__init__(output_p=0.0)
+        self.lstm = nn.LSTM(8, 6, num_layers=2, batch_first=True, bidirectional=True, dropout=0.3)
+
+    def features(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+        pooled = self.embedding(tokens).sum(1) / lengths[:, None]  # [B, E]
+        return torch.cat([pooled, pooled[:, :4]], dim=1)  # [B, 12] to fit the head
+
+
 class FirstRowForAll(PackedBiLSTM):
     """Every row gets the first row's logits: rows mixed (e.g. indexing h_n[-1][0] where h_n[-1] was meant)."""
 
@@ -1003,6 +1015,13 @@ def smoothing_for_two_classes(logits: Tensor, targets: Tensor, eps: float) -> Te
     """eps/2 on every class, written for binary problems: right for K = 2 only."""
     q = torch.full_like(logits, eps / 2).scatter_(1, targets[:, None], 1 - eps + eps / 2)
     return F.cross_entropy(logits, q)
+
+
+def smoothing_binary_special_case(logits: Tensor, targets: Tensor, eps: float) -> Tensor:
+    """Right for K > 2, but two classes get the notebook's 1-eps / eps targets (0.9 / 0.1 for eps = 0.1)."""
+    if logits.shape[1] == 2:
+        return smoothing_over_wrong_classes(logits, targets, eps)
+    return F.cross_entropy(logits, targets, label_smoothing=eps)
 
 
 def smoothing_halved(logits: Tensor, targets: Tensor, eps: float) -> Tensor:
@@ -1178,9 +1197,10 @@ def test_dropout_check_switches_an_eval_mode_model_to_train_mode() -> None:
     checks.check_dropout_active(fresh(PackedBiLSTM).eval(), make_batch())
 
 
-def test_dropout_modules_that_change_nothing_are_named() -> None:
-    with pytest.raises(InvariantViolation, match=r"dropout modules with p > 0 exist \(drop\) but change nothing"):
-        checks.check_dropout_active(fresh(DropoutNotCalled), make_batch())
+@pytest.mark.parametrize(("cls", "name"), [(DropoutNotCalled, "drop"), (StackedLSTMUnused, "lstm")])
+def test_dropout_modules_that_change_nothing_are_named(cls: type[nn.Module], name: str) -> None:
+    with pytest.raises(InvariantViolation, match=rf"dropout modules with p > 0 exist \({name}\) but change nothing"):
+        checks.check_dropout_active(fresh(cls), make_batch())
 
 
 def test_padding_diagnosis_names_both_causes_when_pad_token_values_are_read() -> None:
@@ -1442,6 +1462,35 @@ def test_locked_dropout_layer_changing_shape_in_eval_is_a_type_error_naming_the_
         checks.check_locked_dropout(ShapeChangingInEval(0.3), p=0.3)
 
 
+class FlipsHalfTheFeatures(LockedDropout):
+    """Locked dropout, except that at time step 1 the first half of the features take the opposite keep/drop."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = super().forward(x)
+        if self.training:
+            D = x.shape[2]
+            mask = out[:, 1, : D // 2] / x[:, 1, : D // 2]  # [B, D/2] in {0, 1/(1-p)}
+            out[:, 1, : D // 2] = x[:, 1, : D // 2] * torch.where(mask == 0, 1 / (1 - self.drop.p), 0.0)
+        return out
+
+
+def test_locked_dropout_report_says_how_many_pairs_change_over_time() -> None:
+    with pytest.raises(InvariantViolation, match=r"changes over time for 50% of \(sequence, feature\) pairs"):
+        checks.check_locked_dropout(FlipsHalfTheFeatures(0.3), p=0.3)
+
+
+class ScalesByKeepInEval(LockedDropout):
+    """Non-inverted dropout's eval: multiplies by 1 - p instead of returning the input."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x) if self.training else x * (1 - self.drop.p)
+
+
+def test_eval_scaling_is_reported_as_the_output_input_ratio() -> None:
+    with pytest.raises(InvariantViolation, match=r"eval mode is not the identity: .*\(mean output/input 0\.7\)"):
+        checks.check_locked_dropout(ScalesByKeepInEval(0.3), p=0.3)
+
+
 def test_locked_dropout_check_restores_a_layer_in_train_mode() -> None:
     layer = LockedDropout(0.3).train()
     checks.check_locked_dropout(layer, p=0.3)
@@ -1528,11 +1577,12 @@ def test_a_wrong_return_value_is_not_called_the_post_clip_norm() -> None:
     [
         (smoothing_returns_a_list, "loss_fn returned list"),
         (smoothing_for_two_classes, r"K=3, eps=0\.1: loss"),  # right for K=2: every K must be checked
+        (smoothing_binary_special_case, r"K=2, eps=0\.1: loss"),  # ... and K=2 too
         (smoothing_halved, "a different target distribution or reduction"),
         (lambda logits, targets, eps: smoothing_reference(logits, targets, eps or 0.05), r"by a default \(0\.05\)"),
         (lambda logits, targets, eps: smoothing_reference(logits, targets, eps or 0.2), r"by a default \(0\.2\)"),
     ],
-    ids=["returns-a-list", "two-classes-only", "halved", "default-0.05", "default-0.2"],
+    ids=["returns-a-list", "two-classes-only", "binary-special-case", "halved", "default-0.05", "default-0.2"],
 )
 def test_more_label_smoothing_bugs_fail_with_their_diagnosis(
     loss_fn: Callable[[Tensor, Tensor, float], Any], match: str
