@@ -1,0 +1,151 @@
+"""Crash-safe file primitives: atomic replace, durable append, and an exclusive lock on an output folder.
+
+Every writer here either completes or leaves the previous file as it was: a kill, a full disk (ENOSPC) or an I/O
+error (EIO) never leaves a torn file behind. The lock is an ``fcntl.flock`` on ``<folder>/.lock``; the OS drops it
+when the holding process dies, so a crashed run never leaves a folder stuck.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import tempfile
+from pathlib import Path
+from types import TracebackType
+
+
+class OutputLockedError(ValueError):
+    """Another live rnnreg process holds the lock on this output folder."""
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename or a new file in ``folder`` durable; a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as e:  # some filesystems refuse fsync on a directory; the data itself was already synced
+        if e.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """``os.write`` until every byte is out (a regular file may take a large buffer in several writes)."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        if written <= 0:
+            raise OSError(errno.ENOSPC, "no bytes written; the disk is probably full")
+        view = view[written:]
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``.
+
+    On any error (ENOSPC, EIO, a signal) the temporary file is removed, the error propagates and the previous
+    ``path`` is left exactly as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        try:
+            _write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """:func:`atomic_write_bytes` for UTF-8 text."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append ``line`` and a newline with one ``write``, then flush and fsync: a kill loses at most this line."""
+    if "\n" in line:
+        raise ValueError(f"append_line writes one line; got text with a newline: {line[:80]!r}")
+    path = Path(path)
+    data = (line + "\n").encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            written = os.write(fd, data)
+            if written != len(data):  # a short write on a regular file means the disk filled up mid-line
+                raise OSError(errno.ENOSPC, f"short write to {path} ({written} of {len(data)} bytes)")
+            os.fsync(fd)
+        except BaseException:
+            # Cut back a partly written line so the file keeps only whole lines (one writer: the folder's lock).
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)
+            raise
+    finally:
+        os.close(fd)
+
+
+def check_writable(folder: Path) -> None:
+    """Create ``folder`` if needed and prove a file can be written there; raise ``ValueError`` with the fix if not."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-probe.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ValueError(
+            f"output folder {str(folder)!r} is not writable ({e.strerror or e}); "
+            "fix its permissions or choose another --out"
+        ) from None
+
+
+class OutputLock:
+    """``with OutputLock(folder): ...`` holds an exclusive lock on ``folder/.lock`` for the block.
+
+    Raises :class:`OutputLockedError` (naming the holder's pid) when another process holds it, and ``ValueError``
+    when the folder cannot be written. The lock is released on exit, and by the OS if the process dies.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+        self.path = self.folder / ".lock"
+        self._fd: int | None = None
+
+    def __enter__(self) -> OutputLock:
+        check_writable(self.folder)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise OutputLockedError(
+                f"{self.folder} is in use by another rnnreg process (pid {holder}); "
+                "wait for it to finish or use another --out"
+            ) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        os.fsync(fd)
+        self._fd = fd
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)  # closing the only descriptor releases the flock; the file stays (unlinking it would race)
