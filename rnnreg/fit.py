@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.metrics import f1_score
-from torch import nn
+from torch import Tensor, nn
 
 from rnnreg.config import DataConfig, Experiment
 from rnnreg.data import Corpus, Vocab, encode, iterate_batches, load_corpus
@@ -111,29 +111,39 @@ class FitResult:
 
 
 @torch.no_grad()
-def evaluate(
+def predict(
     model: nn.Module, data: Encoded, *, batch_size: int = 256, amp: str = "off", device: torch.device | None = None
-) -> Metrics:
-    """Accuracy and macro-F1 (scikit-learn) of ``model`` in eval mode; the model's mode is restored afterwards."""
+) -> tuple[Tensor, Tensor]:
+    """Eval-mode ``(logits[N, C] fp32, labels[N])`` on the CPU, in the order of ``data``; the mode is restored."""
     if not data:
         raise ValueError("cannot evaluate on an empty split; give the dataset a validation/test split")
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
-    preds, labels, loss_sum = [], [], 0.0
+    logits, labels = [], []
     try:
         for batch in iterate_batches(data, batch_size, shuffle=False, bucket=False):
-            batch = batch.to(device)
-            logits = eval_logits(model, batch, amp)
-            loss_sum += float(F.cross_entropy(logits, batch.labels, reduction="sum"))
-            preds.append(logits.argmax(1).cpu())
-            labels.append(batch.labels.cpu())
+            logits.append(eval_logits(model, batch.to(device), amp).cpu())
+            labels.append(batch.labels)
     finally:
         model.train(was_training)
-    y_pred, y_true = torch.cat(preds).numpy(), torch.cat(labels).numpy()
-    num_classes = int(logits.shape[1])
+    return torch.cat(logits), torch.cat(labels)
+
+
+def score(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> tuple[float, float]:
+    """Accuracy and macro-F1 (scikit-learn; a class never predicted scores F1 0)."""
     f1 = f1_score(y_true, y_pred, average="macro", labels=list(range(num_classes)), zero_division=0)
-    return Metrics(loss_sum / len(y_true), float(np.mean(y_pred == y_true)), float(f1), len(y_true))
+    return float(np.mean(y_pred == y_true)), float(f1)
+
+
+def evaluate(
+    model: nn.Module, data: Encoded, *, batch_size: int = 256, amp: str = "off", device: torch.device | None = None
+) -> Metrics:
+    """Accuracy and macro-F1 (scikit-learn) of ``model`` in eval mode; the model's mode is restored afterwards."""
+    logits, labels = predict(model, data, batch_size=batch_size, amp=amp, device=device)
+    loss = float(F.cross_entropy(logits, labels))
+    accuracy, f1 = score(labels.numpy(), logits.argmax(1).numpy(), int(logits.shape[1]))
+    return Metrics(loss, accuracy, f1, len(labels))
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
