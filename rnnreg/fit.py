@@ -21,7 +21,7 @@ from sklearn.metrics import f1_score
 from torch import Tensor, nn
 
 from rnnreg.config import DataConfig, Experiment
-from rnnreg.data import Corpus, Vocab, encode, iterate_batches, load_corpus
+from rnnreg.data import Corpus, Vocab, build_vocab, encode, iterate_batches, load_corpus
 from rnnreg.model import build_model
 from rnnreg.step import (
     eval_logits,
@@ -55,7 +55,7 @@ class Prepared:
 def prepare(cfg: DataConfig, corpus: Corpus | None = None) -> Prepared:
     """Load (unless given), build the vocabulary on the training split, encode every split."""
     corpus = corpus if corpus is not None else load_corpus(cfg)
-    vocab = Vocab.build((text for text, _ in corpus.train), min_freq=cfg.min_freq, max_size=cfg.max_vocab)
+    vocab = build_vocab(corpus, cfg)
     splits = (encode(split, vocab, cfg.max_len) for split in (corpus.train, corpus.val, corpus.test))
     return Prepared(corpus, vocab, *splits)
 
