@@ -8,18 +8,22 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given, settings
 from sklearn.metrics import f1_score
+from torch import nn
 
+import rnnreg.fit
 from rnnreg.config import DataConfig, Experiment, ModelConfig, TrainConfig
 from rnnreg.data import Corpus
 from rnnreg.fit import Prepared, evaluate, fit, load_model, prepare
+from rnnreg.testing import strategies as rst
 
 WORDS_POS = ["good", "great", "fine", "fun", "love"]
 WORDS_NEG = ["bad", "awful", "dull", "hate", "weak"]
 FILLER = ["the", "a", "movie", "plot", "was", "and", "it"]
 
 
-def _corpus(n: int = 48, seed: int = 0) -> Corpus:
+def _corpus(n: int = 48, seed: int = 0, n_eval: int = 12) -> Corpus:
     rng = random.Random(seed)
 
     def make(k: int) -> list[tuple[str, int]]:
@@ -31,7 +35,7 @@ def _corpus(n: int = 48, seed: int = 0) -> Corpus:
             out.append((" ".join(words), label))
         return out
 
-    return Corpus("tiny", make(n), make(12), make(12), ["negative", "positive"])
+    return Corpus("tiny", make(n), make(n_eval), make(n_eval), ["negative", "positive"])
 
 
 TINY_MODEL = ModelConfig(embed_dim=8, hidden_dim=8, embed_p=0.1, input_p=0.2, weight_p=0.2, output_p=0.2)
@@ -132,14 +136,22 @@ def test_evaluate_matches_sklearn_and_restores_the_mode(data: Prepared, experime
     assert m.n == len(data.val)
 
 
-def test_model_learns_the_tiny_task(data: Prepared, experiment: Experiment) -> None:
-    # One marker word decides the label: a working pipeline gets far above chance (0.5) in a few epochs. Without
-    # dropout and with mean pooling this seed reaches 1.0; a pipeline that scrambles labels or never steps stays
-    # near 0.5.
+# Calibration (seeds 0-49, val of 48, this config): best validation macro-F1 min 0.833, 1% quantile 0.853, median
+# 0.958; with the training labels shuffled (20 seeds) it reaches at most 0.667. The bound sits below the smallest
+# value seen on correct code with a 0.08 margin, and above everything the planted bug reached.
+LEARNS_F1 = 0.75
+
+
+@settings(max_examples=3)  # ~1 s per fit; the calibration above covers the seed distribution
+@given(seed=rst.seeds())
+def test_model_learns_the_tiny_task_for_any_seed(seed: int) -> None:
+    # One marker word decides the label: a working pipeline gets far above chance (0.5) in a few epochs; a
+    # pipeline that scrambles labels or never steps stays near 0.5.
+    data = prepare(DataConfig(source="tiny"), corpus=_corpus(n_eval=48))
     model = ModelConfig(embed_dim=8, hidden_dim=8, pooling="mean", embed_p=0.0, input_p=0.0, weight_p=0.0, output_p=0.0)
-    exp = Experiment(experiment.data, model, TrainConfig(epochs=12, batch_size=8, lr=1e-2))
-    result = fit(exp, data, seed=0)
-    assert result.history.best_val_f1 >= 0.9
+    exp = Experiment(DataConfig(source="tiny"), model, TrainConfig(epochs=12, batch_size=8, lr=1e-2))
+    result = fit(exp, data, seed=seed)
+    assert result.history.best_val_f1 >= LEARNS_F1
 
 
 def test_early_stopping_stops_after_patience_epochs_without_improvement(data: Prepared) -> None:
@@ -167,3 +179,52 @@ def test_amp_that_reaches_no_module_is_labelled_off(data: Prepared) -> None:
         assert history.amp == "bf16" and all("lstm" not in name for name in history.low_precision)
     else:
         assert history.amp == "off"
+
+
+class _NoAutocastModel(nn.Module):
+    """A classifier whose every op runs with autocast switched off: whatever is asked, nothing runs in bf16."""
+
+    def __init__(self, vocab_size: int, num_classes: int) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, 4, padding_idx=0)
+        self.head = nn.Linear(4, num_classes)
+
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(tokens.device.type, enabled=False):
+            return self.head(self.embedding(tokens).sum(1) / lengths[:, None].to(tokens.device))
+
+
+def test_run_is_labelled_off_when_autocast_reaches_no_module(data: Prepared, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The label must come from what ran, not from the request: on this model bf16 reaches nothing on any CPU.
+    monkeypatch.setattr(
+        rnnreg.fit, "build_model", lambda cfg, vocab_size, num_classes: _NoAutocastModel(vocab_size, num_classes)
+    )
+    exp = Experiment(DataConfig(source="tiny"), TINY_MODEL, TrainConfig(epochs=1, batch_size=8, amp="bf16"))
+    with pytest.warns(UserWarning, match="autocast reached no module"):
+        history = fit(exp, data, seed=0).history
+    assert history.amp == "off" and history.low_precision == []
+
+
+def test_run_is_labelled_bf16_and_names_the_modules_autocast_reached(data: Prepared) -> None:
+    # An nn.Linear runs in bf16 under CPU autocast (asked of a bare one here), so the head is named.
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        linear_dtype = nn.Linear(2, 2)(torch.ones(1, 2)).dtype
+    assert linear_dtype == torch.bfloat16
+    exp = Experiment(DataConfig(source="tiny"), TINY_MODEL, TrainConfig(epochs=1, batch_size=8, amp="bf16"))
+    history = fit(exp, data, seed=0).history
+    assert history.amp == "bf16" and "head" in history.low_precision
+
+
+def test_prepare_vocabulary_has_no_word_seen_only_in_validation_or_test() -> None:
+    corpus = _corpus()
+    corpus = Corpus(
+        "tiny",
+        corpus.train,
+        [*corpus.val, ("unseen validword", 0)],
+        [*corpus.test, ("testword unseen", 1)],
+        corpus.label_names,
+    )
+    train_words = {w for text, _ in corpus.train for w in text.lower().split()}  # the test corpus: plain words
+    assert {"validword", "testword", "unseen"}.isdisjoint(train_words)
+    data = prepare(DataConfig(source="tiny"), corpus=corpus)
+    assert set(data.vocab.itos[2:]) == train_words  # every training word, and nothing else (PAD, UNK first)

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from rnnreg.layers import (
+    RNN_TYPES,
     EmbeddingDropout,
     LockedDropout,
     OutputDropout,
@@ -510,6 +511,89 @@ def test_recurrent_dropout_changes_training_output_but_only_through_the_recurren
     )
 
 
+def gal_reference(x: torch.Tensor, weights: tuple, kind: str, mask: torch.Tensor) -> torch.Tensor:
+    """Gal dropout written with PyTorch's own cells and one fixed ``mask[B, H]``: only the recurrent product sees
+    ``h * mask``; the carried state (LSTM's c and h, GRU's z * h term) is never masked."""
+    w_ih, w_hh, b_ih, b_hh = weights
+    B, T, D = x.shape  # batch, time, input features
+    H = w_hh.shape[1]  # hidden units
+    cell = (nn.LSTMCell if kind == "lstm" else nn.GRUCell)(D, H).to(x.dtype)
+    with torch.no_grad():
+        for name, value in zip(("weight_ih", "weight_hh", "bias_ih", "bias_hh"), weights, strict=True):
+            getattr(cell, name).copy_(value)
+    h, c = x.new_zeros(B, H), x.new_zeros(B, H)
+    outputs = []
+    for t in range(T):
+        if kind == "lstm":
+            h, c = cell(x[:, t], (h * mask, c))  # c enters unmasked; h only through W_hh
+        else:
+            # GRUCell would also mask the carried h in (1 - z) * n + z * h; put the unmasked h back there.
+            z = torch.sigmoid(F.linear(x[:, t], w_ih, b_ih) + F.linear(h * mask, w_hh, b_hh)).chunk(3, dim=1)[1]
+            h = cell(x[:, t], h * mask) + z * (h - h * mask)
+        outputs.append(h)
+    return torch.stack(outputs, dim=1)  # (B, T, H)
+
+
+def diagonal_recurrence(weights: tuple) -> tuple:
+    """The same weights with each gate's W_hh block made diagonal: hidden unit j then feeds back only into itself,
+    so its trajectory depends on its own mask entry alone and the mask can be read off the output."""
+    w_ih, w_hh, b_ih, b_hh = weights
+    H = w_hh.shape[1]
+    eye = torch.eye(H, dtype=w_hh.dtype).repeat(w_hh.shape[0] // H, 1)  # (G*H, H)
+    return w_ih, w_hh * eye + eye, b_ih, b_hh  # a strong self-loop: keeping and dropping h differ clearly
+
+
+@pytest.mark.parametrize("kind", sorted(RNNS))
+@given(seed=rst.seeds(), p=st.floats(0.3, 0.7))
+def test_recurrent_dropout_is_one_sequence_unit_mask_reused_at_every_step(kind: str, seed: int, p: float) -> None:
+    """Differential: the Gal step loop equals PyTorch's cells run with ONE fixed (sequence, unit) mask.
+
+    The mask is read off the output (not replayed from the generator): with diagonal recurrent weights each
+    (sequence, unit) trajectory must equal the all-kept or the all-dropped reference at every step. A mask drawn
+    anew at each step matches neither. The same generator seed then draws the same mask for the full weights.
+    """
+    torch.manual_seed(seed % 1000)
+    rnn = RNNS[kind](3, 8, batch_first=True).double()
+    weights = tuple(w.detach() for w in single_layer_weights(rnn))
+    x = torch.randn(6, 7, 3, generator=gen(seed), dtype=torch.float64)  # B=6, T=7
+    keep, drop = torch.full((6, 8), 1 / (1 - p), dtype=torch.float64), torch.zeros(6, 8, dtype=torch.float64)
+    diagonal = diagonal_recurrence(weights)
+    out = rnn_step_loop(x, diagonal, kind, p, training=True, generator=gen(seed + 1))
+    if_kept, if_dropped = gal_reference(x, diagonal, kind, keep), gal_reference(x, diagonal, kind, drop)
+    assert ((if_kept - if_dropped)[:, 1:].abs().amax(dim=1) > 1e-6).all()  # step 1 on tells the two apart
+    kept = ((out - if_kept)[:, 1:].abs() < 1e-9).all(dim=1)  # (B, H): kept at every step 1..T-1
+    dropped = ((out - if_dropped)[:, 1:].abs() < 1e-9).all(dim=1)  # (B, H): dropped at every step
+    assert (kept | dropped).all(), f"{int((~(kept | dropped)).sum())} (sequence, unit) masks change over time"
+    assert kept.any() and dropped.any()  # 48 units at p in [0.3, 0.7]: all alike has probability < 4e-8
+    mask = torch.where(kept, keep, drop)
+    full = rnn_step_loop(x, weights, kind, p, training=True, generator=gen(seed + 1))
+    torch.testing.assert_close(full, gal_reference(x, weights, kind, mask), rtol=1e-12, atol=1e-12)
+
+
+@given(seed=rst.seeds(), extra=st.integers(1, 4), p=probs)
+def test_no_mask_depends_on_the_padded_width(seed: int, extra: int, p: float) -> None:
+    """Masks depend on (sequence, feature), word type or (sequence, unit), never on T: with the same generator,
+    appending padded steps leaves every original step's output unchanged, bit for bit."""
+    B, T, D = 3, 5, 4  # batch, time, features
+    x = torch.randn(B, T, D, generator=gen(seed))
+    wider = torch.cat([x, torch.randn(B, extra, D, generator=gen(seed + 1))], dim=1)  # (B, T + extra, D)
+    tokens = torch.randint(1, 9, (B, T), generator=gen(seed + 2))
+    wider_tokens = torch.cat([tokens, torch.zeros(B, extra, dtype=torch.int64)], dim=1)  # PAD = 0 appended
+    assert torch.equal(
+        locked_dropout(wider, p, training=True, generator=gen(seed))[:, :T],
+        locked_dropout(x, p, training=True, generator=gen(seed)),
+    )
+    assert torch.equal(
+        embedding_dropout(wider, wider_tokens, 9, p, training=True, generator=gen(seed))[:, :T],
+        embedding_dropout(x, tokens, 9, p, training=True, generator=gen(seed)),
+    )
+    weights = single_layer_weights(nn.LSTM(D, 3, batch_first=True))
+    torch.testing.assert_close(  # a causal loop: later steps cannot reach earlier ones; rounding may differ
+        rnn_step_loop(wider, weights, "lstm", p, training=True, generator=gen(seed))[:, :T],
+        rnn_step_loop(x, weights, "lstm", p, training=True, generator=gen(seed)),
+    )
+
+
 def test_step_loop_rejects_an_unknown_mode() -> None:
     rnn = nn.LSTM(3, 4, batch_first=True)
     with pytest.raises(ValueError, match="'lstm' or 'gru'"):
@@ -519,16 +603,81 @@ def test_step_loop_rejects_an_unknown_mode() -> None:
 # ------------------------------------------------------------------------------------------------------ autocast
 
 
+def bare_rnn_autocast_dtype(kind: str, dtype: torch.dtype = torch.bfloat16) -> torch.dtype | None:
+    """What a bare nn.LSTM/nn.GRU does under CPU autocast here, asked directly (not through rnnreg): its output
+    dtype when forward and backward both run, None when the kernel raises (oneDNN's LSTM without bf16 support)."""
+    rnn = RNNS[kind](3, 4, batch_first=True)
+    x = torch.randn(2, 5, 3, generator=gen(0), requires_grad=True)
+    try:
+        with torch.autocast("cpu", dtype=dtype):
+            out, _ = rnn(x)
+        out.float().sum().backward()
+    except RuntimeError:
+        return None
+    return out.dtype
+
+
 @pytest.mark.parametrize("kind", sorted(RNNS))
 def test_rnn_under_cpu_bf16_autocast_runs_and_reports_the_precision_it_used(kind: str) -> None:
+    # The expected dtype comes from a bare PyTorch RNN run here, so a probe that lies (e.g. always "no") is caught
+    # on any CPU whose kernels do run bf16; the fake-kernel test below catches it on CPUs whose kernels don't.
+    direct = bare_rnn_autocast_dtype(kind)
+    assert rnn_supports_autocast(kind, "cpu", torch.bfloat16) == (direct == torch.bfloat16)
     rnn = RNNS[kind](3, 4, batch_first=True)
     x = torch.randn(2, 5, 3, generator=gen(0))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out, _ = run_rnn(rnn, x, kind)
-    expected = torch.bfloat16 if rnn_supports_autocast(kind, "cpu", torch.bfloat16) else torch.float32
-    assert out.dtype == expected
-    if expected == torch.float32:  # the fallback is plain fp32, exactly
+    assert out.dtype == (torch.bfloat16 if direct == torch.bfloat16 else torch.float32)
+    if direct != torch.bfloat16:  # the fallback is plain fp32, exactly
         assert torch.equal(out, rnn(x)[0])
+
+
+class _FakeRNN(nn.Module):
+    """Stands in for nn.LSTM/nn.GRU with a known autocast behaviour: ``(out, state) = rnn(x)``."""
+
+    behaviour = "low"
+
+    def __init__(self, input_size: int, hidden_size: int, *args: object, **kwargs: object) -> None:
+        super().__init__()
+        self.proj = nn.Linear(input_size, hidden_size)
+
+    def forward(self, x: torch.Tensor, hx: object = None) -> tuple[torch.Tensor, None]:
+        if self.behaviour == "raises":
+            raise RuntimeError("could not create a primitive descriptor")  # as oneDNN says it
+        if self.behaviour == "fp32":
+            with torch.autocast(x.device.type, enabled=False):
+                return self.proj(x.float()), None
+        out = self.proj(x)  # a Linear: autocast runs it in the low-precision dtype
+        if self.behaviour == "backward_raises":
+            out = _FailingBackward.apply(out)
+        return out, None
+
+
+class _FailingBackward(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: object, x: torch.Tensor) -> torch.Tensor:
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx: object, grad: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("no backward kernel for this dtype")
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "expected"), [("low", True), ("fp32", False), ("raises", False), ("backward_raises", False)]
+)
+@pytest.mark.parametrize("kind", sorted(RNNS))
+def test_autocast_probe_answers_what_the_kernel_really_does(
+    kind: str, behaviour: str, expected: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kernels whose behaviour the test knows: yes only when forward and backward both run in low precision."""
+    fake = type("Fake", (_FakeRNN,), {"behaviour": behaviour})
+    monkeypatch.setitem(RNN_TYPES, kind, fake)
+    rnn_supports_autocast.cache_clear()
+    try:
+        assert rnn_supports_autocast(kind, "cpu", torch.bfloat16) is expected
+    finally:
+        rnn_supports_autocast.cache_clear()  # the next caller probes the real kernel again
 
 
 def test_autocast_probe_leaves_the_global_rng_and_grad_mode_alone() -> None:
