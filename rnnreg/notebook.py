@@ -103,7 +103,7 @@ def _dropout_is_noop() -> float:
     return max(abs(a - b) for a, b in zip(without.losses, with_dropout.losses, strict=True))
 
 
-def _mini_challenge_experiments() -> dict[str, Experiment]:
+def mini_challenge_experiments() -> dict[str, Experiment]:
     """The mini-challenge: notebook model (hidden 32, nn.Dropout on embeddings), Adam, 10 epochs, batch 4."""
     model = ModelConfig(arch="notebook", embed_dim=32, hidden_dim=32, embed_p=0.0, weight_p=0.0, output_p=0.0)
     train = TrainConfig(
@@ -125,7 +125,7 @@ def _mini_challenge_experiments() -> dict[str, Experiment]:
 
 def mini_challenge(out: Printer = print, seeds: int = 20) -> dict[str, list[float]]:
     """Baseline vs regularized on the 12-sentence toy corpus: one seed as the notebook did, then many."""
-    experiments = _mini_challenge_experiments()
+    experiments = mini_challenge_experiments()
     prepared = prepare(experiments["Baseline"].data)
     accs: dict[str, list[float]] = {name: [] for name in experiments}
     f1s: dict[str, list[float]] = {name: [] for name in experiments}

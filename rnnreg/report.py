@@ -1,0 +1,514 @@
+"""Ablation reports: per-variant summaries, paired comparisons with verdicts, and their tables and plots.
+
+:func:`build_report` turns run records into a :class:`Report` (all numbers, no formatting); the writers render it
+for the terminal, Markdown, CSV, JSON and PNG.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rnnreg import stats
+from rnnreg.ablation import LINEAR, Plan
+from rnnreg.fsio import atomic_write_bytes, atomic_write_text
+
+METRICS = {
+    "test_acc": "test accuracy",
+    "test_f1": "test macro-F1",
+    "val_acc": "validation accuracy",
+    "val_f1": "validation macro-F1",
+}
+MIN_SEEDS = 3  # below this no verdict is given
+
+
+@dataclass(frozen=True)
+class VariantRow:
+    name: str
+    note: str
+    kind: str  # "rnn" or "linear"
+    seeds: int  # finished runs
+    failed: int  # failed or diverged runs
+    metrics: dict[str, stats.Summary | None]  # per METRICS key
+    best_epoch: float | None
+    train_loss: float | None
+    skipped_steps: int
+    amp: str  # what ran, e.g. "off" or "bf16" (or "bf16/off" when it varied)
+    wall_s: float | None  # mean seconds per run
+
+
+@dataclass(frozen=True)
+class ComparisonRow:
+    a: str
+    b: str
+    family: str
+    comparison: stats.Comparison | None  # None when fewer than 2 paired seeds
+    p_adjusted: float
+    combined: tuple[float, float, float] | None  # paired bootstrap over seeds and test examples: point, low, high
+    improvement: str  # Bouthillier et al.'s decision on P(A > B): "better", "worse", "undecided"
+    verdict: stats.Verdict | None
+
+
+@dataclass
+class Report:
+    data: str
+    metric: str
+    seeds: int  # seeds asked for
+    variants: list[VariantRow]
+    comparisons: list[ComparisonRow]
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    answer: str = ""
+    min_effect: float = 0.01
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    kept = [v for v in values if v is not None and math.isfinite(v)]
+    return float(np.mean(kept)) if kept else None
+
+
+def _summary(values: Sequence[float | None]) -> stats.Summary | None:
+    kept = [float(v) for v in values if v is not None]
+    return stats.summarize(kept) if kept else None
+
+
+def _by_variant(plan: Plan, records: dict[str, dict[str, Any]], keys: dict[tuple[str, int], str]) -> dict[str, dict]:
+    """``{variant: {seed: record}}`` for the plan's variants (records looked up by run key, not by name)."""
+    out: dict[str, dict[int, dict[str, Any]]] = {name: {} for name in plan.names()}
+    for (name, seed), key in keys.items():
+        if key in records:
+            out[name][seed] = records[key]
+    return out
+
+
+def build_report(
+    plan: Plan,
+    records: dict[str, dict[str, Any]],
+    keys: dict[tuple[str, int], str],
+    *,
+    data: str,
+    metric: str = "test_acc",
+    y_test: Sequence[int] | None = None,
+    num_classes: int = 2,
+    min_effect: float = 0.01,
+    n_boot: int = 2000,
+) -> Report:
+    """Summaries, comparisons, verdicts and the one-sentence answer for the plan's finished runs.
+
+    Args:
+        plan: what was asked (variants, comparisons, seeds).
+        records: finished runs by key; ``keys`` maps (variant, seed) to the key of its run.
+        data: one line describing the data, for the report.
+        metric: the METRICS key the comparisons use.
+        y_test: true test labels, for the interval that also counts test-set sampling (test metrics only).
+        min_effect: the smallest difference worth detecting (the verdict's "no detectable difference" threshold).
+    """
+    if metric not in METRICS:
+        raise ValueError(f"--metric must be one of {', '.join(METRICS)} (got {metric!r})")
+    runs = _by_variant(plan, records, keys)
+    notes = {v.name: v.note for v in plan.variants} | {LINEAR: "TF-IDF 1-2-grams + logistic regression"}
+    rows = []
+    for name in plan.names():
+        ok = [r for r in runs[name].values() if r["status"] == "ok"]
+        amps = sorted({str(r.get("amp")) for r in ok})
+        rows.append(
+            VariantRow(
+                name=name,
+                note=notes[name],
+                kind="linear" if name == LINEAR else "rnn",
+                seeds=len(ok),
+                failed=sum(r["status"] != "ok" for r in runs[name].values()),
+                metrics={m: _summary([r.get(m) for r in ok]) for m in METRICS},
+                best_epoch=_mean([r.get("best_epoch") for r in ok]),
+                train_loss=_mean([r.get("train_loss") for r in ok]),
+                skipped_steps=int(sum(r.get("skipped_steps") or 0 for r in ok)),
+                amp="/".join(amps) if amps else "-",
+                wall_s=_mean([r.get("wall_s") for r in ok]),
+            )
+        )
+
+    # Comparisons: paired by seed; Holm across the table; the combined interval where test predictions exist.
+    raw: list[tuple[Any, ...]] = []
+    for c in plan.comparisons:
+        a, b = runs[c.a], runs[c.b]
+        seeds = sorted(s for s in a if s in b and a[s]["status"] == "ok" and b[s]["status"] == "ok")
+        seeds = [s for s in seeds if a[s].get(metric) is not None and b[s].get(metric) is not None]
+        cmp = None
+        if len(seeds) >= 2:
+            cmp = stats.compare_paired([a[s][metric] for s in seeds], [b[s][metric] for s in seeds], n_boot=n_boot)
+        combined = None
+        if cmp is not None and metric.startswith("test") and y_test is not None:
+            pa = np.array([a[s].get("test_pred") for s in seeds])
+            pb = np.array([b[s].get("test_pred") for s in seeds])
+            if pa.ndim == 2 and pa.shape == pb.shape and pa.shape[1] == len(y_test):
+                combined = stats.paired_bootstrap_diff(
+                    pa,
+                    pb,
+                    np.asarray(y_test),
+                    metric="accuracy" if metric == "test_acc" else "macro_f1",
+                    num_classes=num_classes,
+                    n_boot=n_boot,
+                )
+        raw.append((c, cmp, combined))
+    tested = [i for i, (_, cmp, _) in enumerate(raw) if cmp is not None]
+    adjusted = dict(zip(tested, stats.holm([raw[i][1].p_value for i in tested]), strict=True))
+    comparisons = []
+    for i, (c, cmp, combined) in enumerate(raw):
+        p_adj = adjusted.get(i, math.nan)
+        verdict = None
+        improvement = "undecided"
+        if cmp is not None:
+            ci = (combined[1], combined[2]) if combined is not None else None
+            verdict = stats.verdict(cmp, p_adj, combined_ci=ci, min_effect=min_effect, min_seeds=MIN_SEEDS)
+            improvement = stats.improvement_decision(cmp.p_improve_low, cmp.p_improve_high)
+        comparisons.append(ComparisonRow(c.a, c.b, c.family, cmp, p_adj, combined, improvement, verdict))
+
+    failures = sorted(
+        (r for name in plan.names() for r in runs[name].values() if r["status"] != "ok"),
+        key=lambda r: (r["variant"], r["seed"]),
+    )
+    report = Report(data, metric, len(plan.seeds), rows, comparisons, failures, min_effect=min_effect)
+    report.answer = answer(report)
+    return report
+
+
+def _fmt(x: float | None, digits: int = 3, signed: bool = False) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    return f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
+
+
+def answer(report: Report) -> str:
+    """The notebook's question, answered in one sentence from the regularized-vs-baseline comparison."""
+    label = METRICS[report.metric]
+    rows = {r.name: r for r in report.variants}
+    main = next((c for c in report.comparisons if c.family == "vs baseline" and c.b == "baseline"), None)
+    if main is None and report.comparisons:
+        main = report.comparisons[0]
+    if main is None or main.comparison is None or main.verdict is None:
+        return f"Not enough finished runs to compare variants on {label} yet."
+    a, b, cmp = rows[main.a].metrics[report.metric], rows[main.b].metrics[report.metric], main.comparison
+    text = (
+        f"Over {cmp.n} paired seeds, {main.a} scores {label} {_fmt(a.mean if a else None)} and {main.b} "
+        f"{_fmt(b.mean if b else None)} (difference {_fmt(cmp.mean_diff, signed=True)}, 95% CI "
+        f"[{_fmt(cmp.ci_low, signed=True)}, {_fmt(cmp.ci_high, signed=True)}]): {main.verdict.text}"
+    )
+    linear = rows.get(LINEAR)
+    lin = linear.metrics[report.metric] if linear else None
+    if lin is not None and a is not None:
+        relation = "above" if lin.mean > a.mean else "below"
+        text += f"; the linear reference scores {_fmt(lin.mean)}, {relation} {main.a}"
+    return text + "."
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Tables
+
+
+def variant_table(report: Report) -> tuple[list[str], list[list[str]]]:
+    metric_cols = list(METRICS)
+    header = ["variant", "seeds", *(f"{METRICS[m]} (95% CI)" for m in metric_cols), "best epoch", "amp", "s/run"]
+    body = []
+    for r in report.variants:
+        cells = [
+            r.name + (" [reference]" if r.kind == "linear" else ""),
+            f"{r.seeds}" + (f" ({r.failed} failed)" if r.failed else ""),
+        ]
+        for m in metric_cols:
+            s = r.metrics[m]
+            if s is None:
+                cells.append("-")
+            elif s.n > 1:
+                cells.append(f"{s.mean:.3f} ± {s.std:.3f} [{s.ci_low:.3f}, {s.ci_high:.3f}]")
+            else:
+                cells.append(f"{s.mean:.3f}")
+        cells += [_fmt(r.best_epoch, 1), r.amp, _fmt(r.wall_s, 0)]
+        body.append(cells)
+    return header, body
+
+
+def comparison_table(report: Report) -> tuple[list[str], list[list[str]]]:
+    header = [
+        "comparison",
+        "seeds",
+        "difference",
+        "95% CI (seeds)",
+        "95% CI (seeds + test set)",
+        "p (Holm)",
+        "P(A>B)",
+        "verdict",
+    ]
+    body = []
+    for c in report.comparisons:
+        cmp = c.comparison
+        if cmp is None:
+            body.append([f"{c.a} vs {c.b}", "0", "-", "-", "-", "-", "-", "no paired runs yet"])
+            continue
+        comb = "-" if c.combined is None else f"[{c.combined[1]:+.3f}, {c.combined[2]:+.3f}]"
+        body.append(
+            [
+                f"{c.a} vs {c.b}",
+                str(cmp.n),
+                f"{cmp.mean_diff:+.3f}",
+                f"[{cmp.ci_low:+.3f}, {cmp.ci_high:+.3f}]",
+                comb,
+                f"{c.p_adjusted:.3g}",
+                f"{cmp.p_improve:.2f} [{cmp.p_improve_low:.2f}, {cmp.p_improve_high:.2f}]",
+                c.verdict.text if c.verdict else "-",
+            ]
+        )
+    return header, body
+
+
+def _text_table(header: list[str], body: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in [header, *body]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _md_table(header: list[str], body: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in body]
+    return "\n".join(lines)
+
+
+def _footnote(report: Report) -> str:
+    return (
+        f"Comparisons use {METRICS[report.metric]}, paired by seed (each seed fixes the train/validation split, the "
+        f"initialisation, the data order and the dropout stream). p: paired t-test, Holm-corrected across the table. "
+        f"P(A>B): share of seeds where A wins, bootstrap CI (Bouthillier et al. 2021). No verdict below {MIN_SEEDS} "
+        f"seeds; 'no detectable difference' means these seeds would detect a difference of {report.min_effect:g} or "
+        "more."
+    )
+
+
+def render_text(report: Report) -> str:
+    parts = [
+        f"Ablation on {report.data}",
+        "",
+        _text_table(*variant_table(report)),
+        "",
+        _text_table(*comparison_table(report)),
+    ]
+    parts += ["", _footnote(report), "", report.answer]
+    if report.failures:
+        parts += ["", f"{len(report.failures)} run(s) did not finish:"]
+        parts += [f"  {r['variant']} seed {r['seed']}: {r['status']}: {r.get('error')}" for r in report.failures]
+    return "\n".join(parts)
+
+
+def render_markdown(report: Report, plots: Sequence[str] = ()) -> str:
+    parts = [
+        f"# Ablation on {report.data}",
+        "",
+        f"**{report.answer}**",
+        "",
+        "## Variants",
+        "",
+        _md_table(*variant_table(report)),
+        "",
+        "## Comparisons",
+        "",
+        _md_table(*comparison_table(report)),
+        "",
+        _footnote(report),
+    ]
+    for name in plots:
+        parts += ["", f"![{name}]({name})"]
+    if report.failures:
+        parts += ["", "## Runs that did not finish", ""]
+        parts += [f"- {r['variant']} seed {r['seed']}: {r['status']}: {r.get('error')}" for r in report.failures]
+    return "\n".join(parts) + "\n"
+
+
+def render_csv(report: Report) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    cols = ["n", "mean", "std", "ci_low", "ci_high"]
+    writer.writerow(
+        ["table", "name", "note", "seeds", "failed"]
+        + [f"{m}_{c}" for m in METRICS for c in cols]
+        + ["best_epoch", "amp", "wall_s"]
+    )
+    for r in report.variants:
+        values = []
+        for m in METRICS:
+            s = r.metrics[m]
+            values += [getattr(s, c) if s else "" for c in cols]
+        writer.writerow(["variant", r.name, r.note, r.seeds, r.failed, *values, r.best_epoch, r.amp, r.wall_s])
+    writer.writerow([])
+    writer.writerow(
+        [
+            "table",
+            "a",
+            "b",
+            "family",
+            "n",
+            "mean_diff",
+            "ci_low",
+            "ci_high",
+            "combined_low",
+            "combined_high",
+            "p_value",
+            "p_holm",
+            "p_improve",
+            "p_improve_low",
+            "p_improve_high",
+            "improvement",
+            "verdict",
+            "mde",
+            "seeds_needed",
+        ]
+    )
+    for c in report.comparisons:
+        cmp, v = c.comparison, c.verdict
+        writer.writerow(
+            [
+                "comparison",
+                c.a,
+                c.b,
+                c.family,
+                *([cmp.n, cmp.mean_diff, cmp.ci_low, cmp.ci_high] if cmp else ["", "", "", ""]),
+                *(c.combined[1:] if c.combined else ["", ""]),
+                *(
+                    [cmp.p_value, c.p_adjusted, cmp.p_improve, cmp.p_improve_low, cmp.p_improve_high]
+                    if cmp
+                    else [""] * 5
+                ),
+                c.improvement,
+                v.text if v else "",
+                v.mde if v else "",
+                (v.seeds_needed if v else "") or "",
+            ]
+        )
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Plots
+
+
+def plot_report(report: Report, curves: dict[str, list[list[float | None]]], folder: Path) -> list[str]:
+    """Write means.png, forest.png and curves.png into ``folder``; returns the file names written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    label = METRICS[report.metric]
+
+    # Variant means with their 95% CI, the linear reference included (hatched).
+    rows = [r for r in report.variants if r.metrics[report.metric] is not None]
+    if rows:
+        fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.4))
+        for i, r in enumerate(rows):
+            s = r.metrics[report.metric]
+            assert s is not None
+            lo = s.mean - s.ci_low if s.n > 1 else 0.0
+            hi = s.ci_high - s.mean if s.n > 1 else 0.0
+            color = "tab:gray" if r.kind == "linear" else "tab:blue"
+            ax.errorbar(s.mean, i, xerr=[[lo], [hi]], fmt="o", color=color, capsize=4)
+        ax.set_yticks(range(len(rows)), [r.name + (" (reference)" if r.kind == "linear" else "") for r in rows])
+        ax.invert_yaxis()
+        ax.set_xlabel(f"{label}: mean over seeds, 95% CI")
+        ax.grid(axis="x", alpha=0.3)
+        fig.tight_layout()
+        _save(fig, folder / "means.png")
+        plt.close(fig)
+        written.append("means.png")
+
+    # Forest plot of paired differences: the seed-only CI (thick) and seeds + test-set CI (thin).
+    comps = [c for c in report.comparisons if c.comparison is not None]
+    if comps:
+        fig, ax = plt.subplots(figsize=(7, 0.5 * len(comps) + 1.4))
+        for i, c in enumerate(comps):
+            cmp = c.comparison
+            assert cmp is not None
+            seeds_ci = ax.plot([cmp.ci_low, cmp.ci_high], [i, i], color="tab:blue", lw=4, alpha=0.7)[0]
+            if c.combined is not None:
+                both_ci = ax.plot([c.combined[1], c.combined[2]], [i + 0.22] * 2, color="tab:gray", lw=1.5)[0]
+            ax.plot(cmp.mean_diff, i, "o", color="black")
+        ax.axvline(0, color="black", lw=0.8)
+        ax.set_yticks(range(len(comps)), [f"{c.a} vs {c.b}" for c in comps])
+        ax.invert_yaxis()
+        ax.set_xlabel(f"paired difference in {label} (A minus B)")
+        handles = [(seeds_ci, "95% CI over seeds")]
+        if any(c.combined is not None for c in comps):
+            handles.append((both_ci, "95% CI over seeds and test examples"))
+        ax.legend([h for h, _ in handles], [t for _, t in handles], fontsize=7, loc="best")
+        ax.grid(axis="x", alpha=0.3)
+        fig.tight_layout()
+        _save(fig, folder / "forest.png")
+        plt.close(fig)
+        written.append("forest.png")
+
+    # Validation macro-F1 per epoch, mean over seeds, per variant.
+    if any(curves.values()):
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for name, runs in curves.items():
+            if not runs:
+                continue
+            length = max(len(curve) for curve in runs)
+            grid = np.full((len(runs), length), np.nan)
+            for j, curve in enumerate(runs):
+                grid[j, : len(curve)] = [np.nan if v is None else v for v in curve]
+            ax.plot(range(1, length + 1), np.nanmean(grid, axis=0), marker=".", label=name)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("validation macro-F1 (mean over seeds)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        _save(fig, folder / "curves.png")
+        plt.close(fig)
+        written.append("curves.png")
+    return written
+
+
+def _save(fig: Any, path: Path) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def curves(
+    plan: Plan, keys: dict[tuple[str, int], str], records: dict[str, dict[str, Any]]
+) -> dict[str, list[list[float | None]]]:
+    """Validation macro-F1 per epoch of every finished RNN run, by variant."""
+    out: dict[str, list[list[float | None]]] = {v.name: [] for v in plan.variants}
+    for (name, _seed), key in keys.items():
+        record = records.get(key)
+        if name in out and record is not None and record["status"] == "ok" and record.get("val_curve"):
+            out[name].append(record["val_curve"])
+    return out
+
+
+def _json_safe(obj: Any) -> Any:
+    """NaN and infinities become null: JSON has no such numbers."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+def write_outputs(report: Report, curves: dict[str, list[list[float | None]]], folder: Path) -> list[str]:
+    """summary.csv/json/md and the plots in ``folder`` (each written atomically); returns the names written."""
+    plots = plot_report(report, curves, folder)
+    atomic_write_text(folder / "summary.csv", render_csv(report))
+    atomic_write_text(folder / "summary.json", json.dumps(_json_safe(report.to_dict()), indent=2) + "\n")
+    atomic_write_text(folder / "summary.md", render_markdown(report, plots))
+    return ["summary.csv", "summary.json", "summary.md", *plots]

@@ -1,0 +1,299 @@
+"""Executors (a process pool, or Ray tasks) and the append-only run store that makes a sweep resumable.
+
+Only the driver writes: workers return records, the driver appends each one to ``runs.jsonl`` (one line, flushed
+and fsynced) as it arrives. A kill therefore loses at most the runs in flight, and the same command again runs only
+what is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rnnreg.ablation import RunTask, run
+from rnnreg.data import Corpus
+from rnnreg.fsio import append_line, atomic_write_text
+
+EXECUTORS = ("process", "ray")
+MANIFEST = "ablate.json"
+RUNS = "runs.jsonl"
+
+
+def available_cores() -> int:
+    """Cores this process may use (the affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS
+        return os.cpu_count() or 1
+
+
+def split_cores(workers: int | None, runs: int, cores: int | None = None) -> tuple[int, int]:
+    """``(workers, torch threads per worker)`` with workers x threads <= cores.
+
+    Small RNNs scale better over processes than over threads (measured on 2 cores: two one-thread workers finish a
+    sweep faster than one two-thread worker), so the default is one worker per core, and threads only take up cores
+    that would otherwise idle.
+    """
+    cores = cores or available_cores()
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise ValueError(f"--workers must be >= 1 (got {workers!r}); e.g. --workers {cores}")
+    n = min(workers or cores, max(runs, 1))
+    return n, max(1, cores // n)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The store
+
+
+@dataclass
+class StoreState:
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)  # by run key; a later line wins
+    problems: list[str] = field(default_factory=list)  # corrupt lines, reported and ignored
+
+
+class RunStore:
+    """``runs.jsonl`` in ``folder``: one JSON record per finished run, appended by the driver alone."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+        self.path = self.folder / RUNS
+
+    def load(self) -> StoreState:
+        state = StoreState()
+        if not self.path.exists():
+            return state
+        raw = self.path.read_bytes()
+        lines = raw.split(b"\n")
+        for i, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                key = record["key"]
+            except (ValueError, KeyError, TypeError) as e:
+                where = "last line" if i >= len(lines) - 1 else f"line {i}"
+                state.problems.append(f"{self.path}: {where} is not a complete record ({type(e).__name__}); ignored")
+                continue
+            state.records[key] = record
+        return state
+
+    def append(self, record: dict[str, Any]) -> None:
+        append_line(self.path, json.dumps(record, sort_keys=True, allow_nan=True))
+
+
+def check_manifest(folder: Path, manifest: dict[str, Any], *, force: bool) -> None:
+    """Refuse an ``--out`` that holds runs of other data (unless ``force``); write this sweep's manifest."""
+    path = Path(folder) / MANIFEST
+    if path.exists() and not force:
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, ValueError):
+            old = None
+        if isinstance(old, dict) and old.get("fingerprint") != manifest["fingerprint"]:
+            raise ValueError(
+                f"{folder} holds runs of other data ({old.get('data', '?')}); this command's data: "
+                f"{manifest['data']}. Use another --out, or --force to add these runs beside them (nothing is deleted)"
+            )
+    atomic_write_text(path, json.dumps(manifest, indent=2) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Executors: each yields ("started", task) and ("done", record) events; the driver alone writes
+
+
+Event = tuple[str, Any]
+
+_WORKER_CORPUS: Corpus | None = None
+
+
+def _init_worker(corpus: Corpus, threads: int) -> None:
+    global _WORKER_CORPUS
+    import torch
+
+    torch.set_num_threads(threads)
+    _WORKER_CORPUS = corpus
+
+
+def _run_in_worker(task: RunTask) -> dict[str, Any]:
+    if _WORKER_CORPUS is None:
+        raise RuntimeError("worker was not initialised with the corpus")
+    return run(task, _WORKER_CORPUS)
+
+
+def run_local(tasks: Sequence[RunTask], corpus: Corpus, workers: int, threads: int) -> Iterator[Event]:
+    """One process (``workers == 1``) or a pool of fresh (spawned) processes, ``threads`` torch threads each."""
+    if workers == 1:
+        _init_worker(corpus, threads)
+        for task in tasks:
+            yield "started", task
+            yield "done", _run_in_worker(task)
+        return
+    # spawn, not fork: a forked child inherits torch's OpenMP state mid-flight, which can deadlock.
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(corpus, threads)) as pool:
+        queue = list(tasks)
+        running: dict[Future[dict[str, Any]], RunTask] = {}
+        try:
+            while queue or running:
+                while queue and len(running) < workers:  # submit as slots free up, so "running" is honest
+                    task = queue.pop(0)
+                    running[pool.submit(_run_in_worker, task)] = task
+                    yield "started", task
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    task = running.pop(future)
+                    try:
+                        yield "done", future.result()
+                    except Exception as e:  # the worker process itself died (e.g. out of memory)
+                        yield "done", _crashed(task, e)
+        finally:
+            for future in running:
+                future.cancel()
+
+
+def _crashed(task: RunTask, error: BaseException) -> dict[str, Any]:
+    return {
+        "key": task.key,
+        "variant": task.variant,
+        "kind": task.kind,
+        "seed": task.seed,
+        "status": "failed",
+        "error": f"worker crashed: {type(error).__name__}: {error}",
+    }
+
+
+def _ray_task(task: RunTask, corpus: Corpus, threads: int) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(threads)
+    return run(task, corpus)
+
+
+def run_ray(
+    tasks: Sequence[RunTask], corpus: Corpus, workers: int, threads: int, address: str | None
+) -> Iterator[Event]:
+    """The same run function as Ray tasks (``threads`` CPUs each); results come back to the driver."""
+    try:
+        import ray
+    except ImportError:
+        raise ValueError("--executor ray needs Ray: pip install 'rnnreg[ray]'") from None
+    started_here = not ray.is_initialized()
+    if started_here:
+        try:
+            if address:
+                ray.init(address=address, log_to_driver=False, include_dashboard=False)
+            else:
+                ray.init(num_cpus=workers * threads, log_to_driver=False, include_dashboard=False)
+        except Exception as e:  # ConnectionError, or Ray's own errors for a bad address
+            where = f"the Ray cluster at {address!r}" if address else "a local Ray instance"
+            raise ValueError(
+                f"could not start or reach {where} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                "check --address (host:port of `ray start --head`), or leave it out to run Ray locally"
+            ) from None
+    try:
+        remote = ray.remote(num_cpus=threads, max_retries=0)(_ray_task)
+        corpus_ref = ray.put(corpus)
+        pending = {}
+        for task in tasks:
+            pending[remote.remote(task, corpus_ref, threads)] = task
+            yield "started", task
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            task = pending.pop(done[0])
+            try:
+                yield "done", ray.get(done[0])
+            except Exception as e:  # a Ray worker died
+                yield "done", _crashed(task, e)
+    finally:
+        for ref in pending if "pending" in locals() else ():
+            ray.cancel(ref, force=True)
+        if started_here:
+            ray.shutdown()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The sweep
+
+
+@dataclass
+class SweepResult:
+    records: dict[str, dict[str, Any]]  # every record of this plan's tasks that exists now, by key
+    ran: int  # runs executed by this call
+    reused: int  # runs found finished in the store
+    failed: list[dict[str, Any]]  # records of this plan's failed or diverged runs
+    problems: list[str]  # corrupt lines of runs.jsonl
+
+
+def sweep(
+    tasks: Sequence[RunTask],
+    corpus: Corpus,
+    store: RunStore,
+    *,
+    executor: str = "process",
+    workers: int | None = None,
+    address: str | None = None,
+    progress: bool | None = None,
+    on_record: Callable[[dict[str, Any]], None] | None = None,
+) -> SweepResult:
+    """Run the tasks not yet in ``store`` and append each record as it arrives.
+
+    Args:
+        tasks: the plan's runs (see :func:`rnnreg.ablation.tasks_for`).
+        corpus: the data every task splits by its seed.
+        store: where finished runs are; a failed run (an error) is retried by the next call, a diverged one is a result.
+        executor: "process" (a local pool) or "ray".
+        workers: parallel runs (default: one per core); torch threads per worker fill the remaining cores.
+        address: an existing Ray cluster (``--address``); None starts a local one.
+        progress: a tqdm bar over the runs (default: only when stdout is a terminal).
+        on_record: called with each new record, in the driver.
+    """
+    if executor not in EXECUTORS:
+        raise ValueError(f"--executor must be one of {', '.join(EXECUTORS)} (got {executor!r})")
+    if address and executor != "ray":
+        raise ValueError("--address names a Ray cluster; add --executor ray")
+    state = store.load()
+    keys = {t.key for t in tasks}
+    todo = [t for t in tasks if state.records.get(t.key, {}).get("status") not in ("ok", "diverged")]
+    todo = list({t.key: t for t in todo}.values())  # a variant identical to another runs once
+    n_workers, threads = split_cores(workers, len(todo))
+    events = (
+        run_ray(todo, corpus, n_workers, threads, address)
+        if executor == "ray"
+        else run_local(todo, corpus, n_workers, threads)
+    )
+    from tqdm import tqdm
+
+    show = sys.stdout.isatty() if progress is None else progress
+    bar = tqdm(total=len(todo), unit="run", disable=not show or not todo, dynamic_ncols=True)
+    running = failed = 0
+    try:
+        for kind, payload in events:
+            if kind == "started":
+                running += 1
+            else:
+                running -= 1
+                store.append(payload)
+                state.records[payload["key"]] = payload
+                if payload["status"] != "ok":
+                    failed += 1
+                if on_record is not None:
+                    on_record(payload)
+                bar.update(1)
+            bar.set_postfix_str(f"done {bar.n}, running {running}, failed {failed}")
+    finally:
+        bar.close()
+    records = {k: r for k, r in state.records.items() if k in keys}
+    return SweepResult(
+        records=records,
+        ran=len(todo),
+        reused=len(keys) - len({t.key for t in todo}),
+        failed=[r for r in records.values() if r["status"] != "ok"],
+        problems=state.problems,
+    )
