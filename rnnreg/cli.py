@@ -68,9 +68,10 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "check",
-        help="run the invariant checks on your own model and functions; prints PASS/FAIL/SKIP",
+        help="run the invariant checks on your own model and functions; prints PASS/FAIL/WARN/SKIP/NOT RUN",
         description="FACTORY is MODULE:ATTR or path/file.py:ATTR, a zero-argument callable returning a model "
-        "with forward(tokens[B,T] int64, lengths[B] int64) -> logits[B,C]. Exit 1 on any FAIL.",
+        "with forward(tokens[B,T] int64, lengths[B] int64) -> logits[B,C] (other conventions: --call). "
+        "Exit 1 on any FAIL; WARN and NOT RUN (torch cannot run the check here) do not fail.",
     )
     p.add_argument("factory", nargs="?", metavar="MODULE:FACTORY", help="zero-argument model factory")
     p.add_argument("--loss", metavar="MODULE:FUNCTION", help="loss_fn(logits, targets, smoothing)")
@@ -82,6 +83,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--train-step", metavar="MODULE:FUNCTION", help="train_step(model, batch, optimizer, scaler, max_norm)"
     )
+    p.add_argument("--call", metavar="MODULE:FN", help="call(model, tokens, lengths) -> logits, for other conventions")
+    p.add_argument("--groups", metavar="MODULE:FN", help="make_optimizer(model) -> optimizer: checks decay groups")
+    p.add_argument("--locked-dropout", metavar="MODULE:FACTORY", help="zero-argument factory of a locked dropout")
+    p.add_argument("--embedding-dropout", metavar="MODULE:FACTORY", help="factory of layer(tokens) -> embeddings")
+    p.add_argument("--weight-drop", metavar="MODULE:FACTORY", help="factory of an RNN with weight drop")
+    p.add_argument("--layer-p", type=float, help="the dropout probability the layer factories build with")
+    p.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")
+    p.add_argument("--junit", type=Path, metavar="FILE", help="also write the results as JUnit XML (for CI)")
     p.add_argument("--vocab-size", type=int, help="token ids to draw (default: the model's first nn.Embedding)")
     p.add_argument("--num-classes", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
@@ -191,6 +200,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
+    from rnnreg.testing.report import summary, write_json, write_junit
     from rnnreg.testing.suite import load_object, run_checks
 
     given = {
@@ -199,11 +209,22 @@ def _cmd_check(args: argparse.Namespace) -> int:
         "clip_fn": args.clip,
         "optimizer_factory": args.optimizer,
         "train_step": args.train_step,
+        "groups_fn": args.groups,
+        "locked_dropout": args.locked_dropout,
+        "embedding_dropout": args.embedding_dropout,
+        "weight_drop": args.weight_drop,
+        "call": args.call,
     }
-    if not any(given.values()):
-        return _fail("nothing to check: give MODULE:FACTORY and/or --loss, --clip, --optimizer, --train-step")
+    if not any(v for k, v in given.items() if k != "call"):
+        return _fail(
+            "nothing to check: give MODULE:FACTORY and/or --loss, --clip, --optimizer, --train-step, --groups, "
+            "--locked-dropout, --embedding-dropout, --weight-drop"
+        )
     if args.optimizer and args.decoupled is None:
         return _fail("--optimizer needs --decoupled (AdamW-style) or --coupled (L2 in the gradient)")
+    layers = [f"--{k.replace('_', '-')}" for k in ("locked_dropout", "embedding_dropout", "weight_drop") if given[k]]
+    if layers and args.layer_p is None:
+        return _fail(f"{', '.join(layers)} needs --layer-p P, the dropout probability the factory builds with")
     objects = {key: load_object(spec) for key, spec in given.items() if spec}
     for key, obj in objects.items():
         if not callable(obj):
@@ -211,18 +232,25 @@ def _cmd_check(args: argparse.Namespace) -> int:
     rows = run_checks(
         **objects,
         decoupled=args.decoupled,
+        layer_p=args.layer_p,
         vocab_size=args.vocab_size,
         num_classes=args.num_classes,
         seed=args.seed,
     )
     width = max(len(r.name) for r in rows)
     for r in rows:
-        detail = r.detail.replace("\n", "\n" + " " * (width + 8))
-        print(f"{r.name:<{width}}  {r.status:<4}  {detail}")
-    failed = sum(r.status == "FAIL" for r in rows)
-    passed = sum(r.status == "PASS" for r in rows)
-    print(f"\n{passed} passed, {failed} failed, {len(rows) - passed - failed} skipped")
-    return 1 if failed else 0
+        detail = r.detail.replace("\n", "\n" + " " * (width + 11))
+        print(f"{r.name:<{width}}  {r.status:<7}  {detail}")
+    counts = summary(rows)
+    print(
+        f"\n{counts['PASS']} passed, {counts['FAIL']} failed, {counts['WARN']} warned, {counts['SKIP']} skipped, "
+        f"{counts['NOT RUN']} could not run"
+    )
+    if args.json:
+        write_json(rows, args.json)
+    if args.junit:
+        write_junit(rows, args.junit)
+    return 1 if counts["FAIL"] else 0
 
 
 def _cmd_datasets(_args: argparse.Namespace) -> int:

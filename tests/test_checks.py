@@ -227,7 +227,6 @@ def test_small_dropout_on_one_row_is_still_detected() -> None:
     [
         (UnpackedBiLSTM, "pad columns appended"),
         (MeanOverAllT, "pad columns appended"),
-        (MaskFromPadToken, "random tokens in its pad positions"),
     ],
 )
 def test_padding_leaks_fail_padding_check(cls: type[nn.Module], variant: str) -> None:
@@ -306,7 +305,9 @@ def test_model_checks_leave_modes_parameters_buffers_and_rng_unchanged(
     model.lstm.eval()  # a deliberate mixed mode must survive, not be flattened by model.train(flag)
     torch.manual_seed(123)
     modes, state, rng = snapshot(model)
-    with contextlib.suppress(InvariantViolation):  # failing checks must restore too: two of these models fail some
+    # Failing checks must restore too: two of these models fail some, and the unpacked LSTM cannot run in bf16 on
+    # CPUs without native bf16 kernels.
+    with contextlib.suppress(InvariantViolation, checks.CheckCouldNotRun):
         check(model, make_batch())
     after_modes, after_state, after_rng = snapshot(model)
     assert after_modes == modes
@@ -600,8 +601,8 @@ class AdamWDecayAfterUpdate(torch.optim.Adam):
 
 @pytest.mark.parametrize(
     ("make", "decoupled"),
-    [(adamw, True), (sgd, True), (adam, False), (sgd, False), (sgd_momentum, False)],
-    ids=["AdamW-decoupled", "SGD-decoupled", "Adam-coupled", "SGD-coupled", "SGD-momentum-coupled"],
+    [(adamw, True), (sgd, True), (adam, False), (sgd, False), (sgd_momentum, False), (AdamWDecayAfterUpdate, True)],
+    ids=["AdamW-decoupled", "SGD-decoupled", "Adam-coupled", "SGD-coupled", "SGD-momentum-coupled", "decay-after"],
 )
 def test_pytorch_optimizers_pass_weight_decay_check(make: Callable[..., Any], decoupled: bool) -> None:
     checks.check_weight_decay(make, decoupled=decoupled)
@@ -612,12 +613,11 @@ def test_pytorch_optimizers_pass_weight_decay_check(make: Callable[..., Any], de
     [
         (adam, True, "moved by about lr(.|\n)*Adam with coupled L2"),  # "AdamW" implemented as coupled L2
         (adamw_without_lr, True, "not multiplied by lr"),
-        (AdamWDecayAfterUpdate, True, "at step 1 the update differs"),
         (sgd_momentum, True, "at step 2 the update differs"),  # the decay enters the momentum buffer
         (adamw, False, "decays p directly"),
         (adam_l2_from_squared_norm, False, "the weights differ"),  # Adam's first step is sign-like: step 2,
     ],
-    ids=["Adam-as-AdamW", "AdamW-no-lr", "decay-after-update", "SGD-momentum", "AdamW-as-L2", "L2-doubled"],
+    ids=["Adam-as-AdamW", "AdamW-no-lr", "SGD-momentum", "AdamW-as-L2", "L2-doubled"],
 )
 def test_buggy_weight_decay_fails(make: Callable[..., Any], decoupled: bool, match: str) -> None:
     with pytest.raises(InvariantViolation, match=match):
@@ -756,12 +756,18 @@ def test_run_checks_passes_references_and_skips_what_is_missing() -> None:
         "eval_deterministic": "PASS",
         "dropout_active": "PASS",
         "padding_invariance": "PASS",
+        "pad_content": "PASS",
         "batch_independence": "PASS",
         "amp_parity": "PASS",
         "gradient_clipping": "PASS",
         "label_smoothing": "PASS",
         "weight_decay": "PASS",
         "amp_clipping": "SKIP",
+        "amp_scaler": "SKIP",
+        "locked_dropout": "SKIP",
+        "embedding_dropout": "SKIP",
+        "weight_drop": "SKIP",
+        "decay_groups": "SKIP",
     }
     assert "train_step" in rows["amp_clipping"].detail
 
@@ -964,7 +970,8 @@ class FixedCountDropout(nn.Module):
         if not self.training:
             return x
         B, _, D = x.shape
-        order = torch.randperm(B * D, generator=torch.Generator().manual_seed(3))
+        self.calls = getattr(self, "calls", 0) + 1  # another fixed set on each call: the mask is not cached
+        order = torch.randperm(B * D, generator=torch.Generator().manual_seed(3 + self.calls))
         keep = torch.ones(B * D).index_fill(0, order[: self.count], 0.0).view(B, 1, D)
         return x * keep / (1 - self.p)
 
@@ -1108,7 +1115,6 @@ NAMED_FAILURES: dict[str, tuple[Callable[[], Any], Callable[[], Any]]] = {
     ),
     "amp-bound": (_model(checks.check_amp_parity, PackedBiLSTM), _model(checks.check_amp_parity, LargeOffsetLogits)),
     "amp-nan": (_model(checks.check_amp_parity, PackedBiLSTM), _model(checks.check_amp_parity, NaNUnderAutocast)),
-    "amp-raises": (_model(checks.check_amp_parity, PackedBiLSTM), _model(checks.check_amp_parity, FailsUnderAutocast)),
     **{f"nan-logits-{check.__name__}": (_model(check, PackedBiLSTM), _model(check, NaNRows)) for check in MODEL_CHECKS},
     **{
         f"locked-{name}": (
@@ -1203,11 +1209,17 @@ def test_dropout_modules_that_change_nothing_are_named(cls: type[nn.Module], nam
         checks.check_dropout_active(fresh(cls), make_batch())
 
 
-def test_padding_diagnosis_names_both_causes_when_pad_token_values_are_read() -> None:
-    with pytest.raises(InvariantViolation) as err:
-        checks.check_padding_invariance(fresh(MaskFromPadToken), make_batch())
-    assert "reads past each row's length" in str(err.value)
-    assert "token values in pad positions" in str(err.value)
+def test_a_mask_from_pad_ids_is_padding_invariant_but_reads_pad_content() -> None:
+    # Correct while pads hold PAD_ID: padding invariance passes, the separate pad-content check names the cause.
+    checks.check_padding_invariance(fresh(MaskFromPadToken), make_batch())
+    with pytest.raises(InvariantViolation, match=r"pad content ignored(.|\n)*mask built from tokens != 0") as err:
+        checks.check_pad_content(fresh(MaskFromPadToken), make_batch())
+    assert "reads past each row's length" not in str(err.value)
+
+
+def test_pad_content_failure_of_a_padding_leak_points_to_padding_invariance() -> None:
+    with pytest.raises(InvariantViolation, match=r"pad content ignored(.|\n)*reads past each row's length"):
+        checks.check_pad_content(fresh(UnpackedBiLSTM), make_batch())
 
 
 def test_padding_failure_names_the_rows_their_lengths_and_the_variant() -> None:
@@ -1225,15 +1237,15 @@ def test_a_single_pad_position_is_filled_with_garbage() -> None:
     tokens[lengths == 4, 4] = PAD_ID
     batch = Batch(tokens, lengths, torch.tensor([0, 1, 2, 0, 1]))
     with pytest.raises(InvariantViolation, match="with random tokens in its pad positions"):
-        checks.check_padding_invariance(fresh(MaskFromPadToken), batch)
+        checks.check_pad_content(fresh(MaskFromPadToken), batch)
 
 
-def test_padding_check_reports_how_many_variants_it_compared() -> None:
-    padded = checks.check_padding_invariance(fresh(PackedBiLSTM), make_batch())
+def test_pad_content_check_reports_how_many_variants_it_compared() -> None:
+    padded = checks.check_pad_content(fresh(PackedBiLSTM), make_batch())
     full = make_batch()
     unpadded = Batch(full.tokens[:1], full.lengths[:1], full.labels[:1])  # the full-length row: no pad positions
-    assert "3 padding variants" in padded.detail
-    assert "2 padding variants" in checks.check_padding_invariance(fresh(PackedBiLSTM), unpadded).detail
+    assert "2 pad-content variants" in padded.detail
+    assert "1 pad-content variants" in checks.check_pad_content(fresh(PackedBiLSTM), unpadded).detail
 
 
 def test_padding_check_accepts_one_extra_column_and_rejects_none() -> None:
@@ -1280,8 +1292,10 @@ def test_an_exception_on_a_derived_batch_names_the_batch_and_the_first_line(
     assert "second line" not in str(err.value)
 
 
-def test_an_exception_under_autocast_is_a_violation_naming_it() -> None:
-    with pytest.raises(InvariantViolation, match=r"under autocast raised RuntimeError: no bf16 kernel for this op"):
+def test_an_exception_under_autocast_is_could_not_run_with_torchs_message() -> None:
+    with pytest.raises(
+        checks.CheckCouldNotRun, match=r"could not run(.|\n)*raised RuntimeError: no bf16 kernel for this op"
+    ):
         checks.check_amp_parity(fresh(FailsUnderAutocast), make_batch())
 
 
@@ -1576,8 +1590,8 @@ def test_a_wrong_return_value_is_not_called_the_post_clip_norm() -> None:
     ("loss_fn", "match"),
     [
         (smoothing_returns_a_list, "loss_fn returned list"),
-        (smoothing_for_two_classes, r"K=3, eps=0\.1: loss"),  # right for K=2: every K must be checked
-        (smoothing_binary_special_case, r"K=2, eps=0\.1: loss"),  # ... and K=2 too
+        (smoothing_for_two_classes, r"K=3, eps=0\.1: gradient"),  # right for K=2: every K must be checked
+        (smoothing_binary_special_case, r"K=2, eps=0\.1: gradient"),  # ... and K=2 too
         (smoothing_halved, "a different target distribution or reduction"),
         (lambda logits, targets, eps: smoothing_reference(logits, targets, eps or 0.05), r"by a default \(0\.05\)"),
         (lambda logits, targets, eps: smoothing_reference(logits, targets, eps or 0.2), r"by a default \(0\.2\)"),
@@ -1593,10 +1607,13 @@ def test_more_label_smoothing_bugs_fail_with_their_diagnosis(
 
 @pytest.mark.parametrize(("offset", "passes"), [(8e-6, True), (3e-5, False)])
 def test_label_smoothing_tolerance_is_fp32_atol(offset: float, passes: bool) -> None:
-    # The docstring's tolerance: atol 1e-5 (+ rtol 1.3e-6): a loss off by 0.8 atol passes, by 3 atol fails.
+    # The docstring's value tolerance for a loss returned without a graph: atol 1e-5 (+ rtol 1.3e-6): a loss off by
+    # 0.8 atol passes, by 3 atol fails.
     context = contextlib.nullcontext() if passes else pytest.raises(InvariantViolation, match="12 cases differ")
     with context:
-        checks.check_label_smoothing(lambda logits, targets, eps: smoothing_reference(logits, targets, eps) + offset)
+        checks.check_label_smoothing(
+            lambda logits, targets, eps: float(smoothing_reference(logits, targets, eps)) + offset
+        )
 
 
 @pytest.mark.parametrize(

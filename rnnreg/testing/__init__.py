@@ -1,39 +1,52 @@
 """Invariant toolkit for your own models: check functions, a suite runner, and (with Hypothesis) strategies.
 
-``from rnnreg.testing import checks`` gives the check functions; ``rnnreg.testing.strategies`` needs Hypothesis
-(installed with ``rnnreg[test]``) and is imported only when you import it, so the checks work without it.
+``from rnnreg.testing import checks`` gives the check functions (``regularizers`` holds the layer and parameter-group
+checks, ``adapters`` the call conventions); ``rnnreg.testing.strategies`` needs Hypothesis (installed with
+``rnnreg[test]``) and is imported only when you import it, so the checks work without it.
 """
 
 from rnnreg.testing.checks import (
+    CheckCouldNotRun,
     CheckPassed,
     InvariantViolation,
     check_amp_clipping,
     check_amp_parity,
+    check_amp_scaler,
     check_batch_independence,
     check_dropout_active,
     check_eval_deterministic,
     check_gradient_clipping,
     check_label_smoothing,
     check_locked_dropout,
+    check_pad_content,
     check_padding_invariance,
     check_weight_decay,
 )
-from rnnreg.testing.suite import CheckResult, load_object, run_checks
+from rnnreg.testing.regularizers import check_decay_groups, check_embedding_dropout, check_weight_drop
+from rnnreg.testing.suite import CheckResult, CheckWarning, load_object, pytest_checks, run_checks
 
 __all__ = [
+    "CheckCouldNotRun",
     "CheckPassed",
     "CheckResult",
+    "CheckWarning",
     "InvariantViolation",
     "check_amp_clipping",
     "check_amp_parity",
+    "check_amp_scaler",
     "check_batch_independence",
+    "check_decay_groups",
     "check_dropout_active",
+    "check_embedding_dropout",
     "check_eval_deterministic",
     "check_gradient_clipping",
     "check_label_smoothing",
     "check_locked_dropout",
+    "check_pad_content",
     "check_padding_invariance",
     "check_weight_decay",
+    "check_weight_drop",
     "load_object",
+    "pytest_checks",
     "run_checks",
 ]

@@ -1,9 +1,13 @@
 """Invariant checks to run on your own models and regularization code.
 
-Model checks take any ``model(tokens, lengths) -> logits[B, C]`` and a :class:`rnnreg.data.Batch`; function checks
-take the function under test (a clip, a loss, an optimizer factory, a training step). Each check returns a
-:class:`CheckPassed` on success and raises :class:`InvariantViolation` (an ``AssertionError``, so pytest reports it
-as a failure) whose message names the invariant, the numbers observed, the likely cause and the fix.
+Model checks take any ``model(tokens, lengths) -> logits[B, C]`` and a :class:`rnnreg.data.Batch`; a model with
+another call convention (``input_ids``/``attention_mask``, a ``PackedSequence``, a ``(logits, state)`` output) is
+checked through ``call=``, a function ``call(model, tokens, lengths) -> logits`` (see :mod:`rnnreg.testing.adapters`).
+Function checks take the function under test (a clip, a loss, an optimizer factory, a training step). Each check
+returns a :class:`CheckPassed` on success and raises :class:`InvariantViolation` (an ``AssertionError``, so pytest
+reports it as a failure) whose message names the invariant, the numbers observed, the likely cause and the fix. A
+check that torch cannot run on this machine (no low-precision kernel for an op) raises :class:`CheckCouldNotRun`
+with torch's message: that is not a verdict on the code.
 
 A check never leaves your model changed: the train/eval flag of every submodule, every parameter and buffer
 value (a BatchNorm's running statistics included) and torch's global RNG state are restored. Checks draw their
@@ -28,19 +32,23 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnreg.data import PAD_ID, Batch
-from rnnreg.step import low_precision_modules, probe_autocast
+from rnnreg.step import low_precision_modules
 
 __all__ = [
+    "Call",
+    "CheckCouldNotRun",
     "CheckPassed",
     "InvariantViolation",
     "check_amp_clipping",
     "check_amp_parity",
+    "check_amp_scaler",
     "check_batch_independence",
     "check_dropout_active",
     "check_eval_deterministic",
     "check_gradient_clipping",
     "check_label_smoothing",
     "check_locked_dropout",
+    "check_pad_content",
     "check_padding_invariance",
     "check_weight_decay",
 ]
@@ -63,10 +71,15 @@ _TOLERANCES = {
 _AMP_RTOL = {torch.bfloat16: 12.8 * 2.0**-8, torch.float16: 12.8 * 2.0**-10}
 
 Model = Callable[[Tensor, Tensor], Tensor]
+Call = Callable[[Any, Tensor, Tensor], Any]  # call(model, tokens, lengths) -> logits[B, C]
 
 
 class InvariantViolation(AssertionError):
     """A checked invariant does not hold; the message says which, what was observed, the likely cause and the fix."""
+
+
+class CheckCouldNotRun(RuntimeError):
+    """torch could not run what the check needs on this machine (e.g. no bf16 kernel for an op): no verdict."""
 
 
 @dataclass(frozen=True)
@@ -122,8 +135,12 @@ def _describe(obj: object) -> str:
     return type(obj).__name__ if isinstance(obj, nn.Module) else getattr(obj, "__name__", repr(obj))
 
 
-def _validate_model(model: object) -> None:
-    """TypeError unless ``model`` can be called as ``model(tokens, lengths)``."""
+def _validate_model(model: object, call: Call | None = None) -> None:
+    """TypeError unless ``model`` can be called as ``model(tokens, lengths)`` (or ``call`` is given and callable)."""
+    if call is not None:
+        if not callable(call):
+            raise TypeError(f"call must be a function call(model, tokens, lengths) -> logits (got {call!r})")
+        return
     if not callable(model):
         raise TypeError(
             f"model must be callable as model(tokens, lengths) -> logits[B, C] "
@@ -182,21 +199,26 @@ def _device(obj: object) -> torch.device:
     return torch.device("cpu")
 
 
-def _prepare(model: object, batch: object) -> Batch:
-    _validate_model(model)
+def _prepare(model: object, batch: object, call: Call | None = None) -> Batch:
+    _validate_model(model, call)
     return _validate_batch(batch).to(_device(model))
 
 
-def _logits(model: Model, tokens: Tensor, lengths: Tensor, invariant: str) -> Tensor:
+def _forward(model: Any, tokens: Tensor, lengths: Tensor, call: Call | None) -> Any:
+    return model(tokens, lengths) if call is None else call(model, tokens, lengths)
+
+
+def _logits(model: Any, tokens: Tensor, lengths: Tensor, invariant: str, call: Call | None = None) -> Tensor:
     """One forward pass without gradients, with the output checked against the protocol."""
     with torch.no_grad():
-        out = model(tokens, lengths)
+        out = _forward(model, tokens, lengths, call)
     B = tokens.shape[0]
     if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != B or not out.is_floating_point():
         got = f"{out.dtype} tensor of shape {tuple(out.shape)}" if isinstance(out, Tensor) else type(out).__name__
         raise TypeError(
             f"model(tokens, lengths) must return float logits of shape [B, C] with B={B} (got a {got}); "
-            "return only the logits, e.g. `return self.head(features)`, not a tuple with states"
+            "return only the logits, or pass call= to adapt the output, e.g. "
+            "rnnreg.testing.adapters.adapter(output=rnnreg.testing.adapters.first) for a (logits, state) tuple"
         )
     if not torch.isfinite(out).all():
         rows = _rows(~torch.isfinite(out).all(dim=1))
@@ -210,10 +232,12 @@ def _logits(model: Model, tokens: Tensor, lengths: Tensor, invariant: str) -> Te
     return out
 
 
-def _variant_logits(model: Model, tokens: Tensor, lengths: Tensor, invariant: str, what: str) -> Tensor:
+def _variant_logits(
+    model: Any, tokens: Tensor, lengths: Tensor, invariant: str, what: str, call: Call | None = None
+) -> Tensor:
     """Logits of a derived batch; the model already ran on the original, so an error here is the model's answer."""
     try:
-        return _logits(model, tokens, lengths, invariant)
+        return _logits(model, tokens, lengths, invariant, call)
     except InvariantViolation:
         raise
     except Exception as e:
@@ -256,16 +280,16 @@ def _pad_mask(lengths: Tensor, T: int, device: torch.device) -> Tensor:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def check_eval_deterministic(model: Model, batch: Batch) -> CheckPassed:
+def check_eval_deterministic(model: Any, batch: Batch, *, call: Call | None = None) -> CheckPassed:
     """Eval mode is deterministic: two eval passes, under different RNG seeds, give bitwise-equal logits."""
     invariant = "eval mode is deterministic"
-    batch = _prepare(model, batch)
+    batch = _prepare(model, batch, call)
     with _untouched(model):
         _set_mode(model, False)
         passes = []
         for offset in range(2):
             torch.manual_seed(_SEED + offset)  # different seeds: any randomness left in eval must show
-            passes.append(_logits(model, batch.tokens, batch.lengths, invariant))
+            passes.append(_logits(model, batch.tokens, batch.lengths, invariant, call))
     if not torch.equal(passes[0], passes[1]):
         diff = float((passes[0].double() - passes[1].double()).abs().max())
         rows = _rows((passes[0] != passes[1]).any(dim=1))
@@ -301,7 +325,7 @@ def _inert_dropouts(model: object) -> tuple[list[str], list[str]]:
     return inert, active
 
 
-def check_dropout_active(model: Model, batch: Batch, *, passes: int = 6) -> CheckPassed:
+def check_dropout_active(model: Any, batch: Batch, *, passes: int = 6, call: Call | None = None) -> CheckPassed:
     """Train mode is stochastic: train-mode logits change from one pass (and seed) to the next.
 
     A configured dropout that does nothing fails, like the notebook's one-layer ``nn.LSTM(dropout=0.3)``. The batch
@@ -309,7 +333,7 @@ def check_dropout_active(model: Model, batch: Batch, *, passes: int = 6) -> Chec
     batch is not missed by the chance that two masks coincide.
     """
     invariant = "train mode is stochastic (dropout acts)"
-    batch = _prepare(model, batch)
+    batch = _prepare(model, batch, call)
     reps = max(1, math.ceil(16 / len(batch)))
     tokens, lengths = batch.tokens.repeat(reps, 1), batch.lengths.repeat(reps)  # [reps*B, T], [reps*B]
     with _untouched(model):
@@ -317,7 +341,7 @@ def check_dropout_active(model: Model, batch: Batch, *, passes: int = 6) -> Chec
         outs = []
         for offset in range(max(2, passes)):
             torch.manual_seed(_SEED + offset)
-            outs.append(_logits(model, tokens, lengths, invariant))
+            outs.append(_logits(model, tokens, lengths, invariant, call))
     if all(torch.equal(outs[0], o) for o in outs[1:]):
         inert, active = _inert_dropouts(model)
         if inert:
@@ -340,92 +364,148 @@ def check_dropout_active(model: Model, batch: Batch, *, passes: int = 6) -> Chec
     return CheckPassed(invariant, f"train-mode logits differ between passes ({len(outs)} passes, {len(tokens)} rows)")
 
 
-def check_padding_invariance(model: Model, batch: Batch, *, pad_id: int = PAD_ID, extra: int = 3) -> CheckPassed:
-    """Eval logits do not change when padding is appended or when pad positions hold garbage.
+def _garbage_in_pads(tokens: Tensor, lengths: Tensor, width: int, gen: torch.Generator) -> Tensor:
+    """``tokens`` widened to ``width`` with every pad position (original or appended) holding a random real token."""
+    B, T = tokens.shape  # batch, time
+    real = tokens[~_pad_mask(lengths, T, tokens.device)]  # every real token id of the batch: valid ids
+    out = torch.cat([tokens, tokens.new_zeros(B, width - T)], dim=1)  # [B, width]
+    pads = _pad_mask(lengths, width, tokens.device)  # [B, width]
+    out[pads] = real[torch.randint(len(real), (int(pads.sum()),), generator=gen).to(tokens.device)]
+    return out
 
-    Three variants of ``batch`` are compared with it row by row: ``extra`` columns of ``pad_id`` appended; random
-    real tokens (drawn from the batch's own tokens, so the ids are valid) written into the existing pad positions;
-    ``extra`` appended columns of random tokens.
+
+def _compare_variants(
+    model: Any, lengths: Tensor, ref: Tensor, variants: list[tuple[str, Tensor]], invariant: str, call: Call | None
+) -> list[tuple[str, list[int], list[int], float]]:
+    problems = []
+    for what, variant in variants:
+        out = _variant_logits(model, variant, lengths, invariant, f"the batch {what}", call)
+        changed, diff = _changed_rows(ref, out)
+        if changed.any():
+            rows = _rows(changed)
+            problems.append((what, rows, [int(lengths[i]) for i in rows], diff))
+    return problems
+
+
+def _observed(problems: list[tuple[str, list[int], list[int], float]], T: int) -> str:
+    return "; ".join(
+        f"rows {rows} (lengths {lens} of T={T}) changed by up to {diff:.3g} {what}"
+        for what, rows, lens, diff in problems
+    )
+
+
+def check_padding_invariance(
+    model: Any, batch: Batch, *, pad_id: int = PAD_ID, extra: int = 3, call: Call | None = None
+) -> CheckPassed:
+    """Eval logits do not change when ``extra`` columns of ``pad_id`` are appended to ``batch``.
+
+    What pad positions hold is a separate property, checked by :func:`check_pad_content`: a model that masks by
+    ``tokens != pad_id`` is padding-invariant as long as pads hold ``pad_id``.
     """
     invariant = "padding invariance"
-    batch = _prepare(model, batch)
+    batch = _prepare(model, batch, call)
     if extra < 1:
         raise ValueError(f"extra must be >= 1 appended columns (got {extra})")
     tokens, lengths = batch.tokens, batch.lengths
     B, T = tokens.shape  # batch, time
-    gen = torch.Generator().manual_seed(_SEED)
-
-    def garbage_in_pads(t: Tensor) -> Tensor:
-        pads = _pad_mask(lengths, t.shape[1], t.device)  # [B, T']
-        real = tokens[~_pad_mask(lengths, T, tokens.device)]  # every real token id of the batch
-        picks = torch.randint(len(real), (int(pads.sum()),), generator=gen).to(t.device)
-        out = t.clone()
-        out[pads] = real[picks]
-        return out
-
     appended = torch.cat([tokens, torch.full((B, extra), pad_id, dtype=tokens.dtype, device=tokens.device)], dim=1)
-    variants = [(f"with {extra} pad columns appended", appended)]
-    if bool((lengths < T).any()):
-        variants.append(("with random tokens in its pad positions", garbage_in_pads(tokens)))
-    variants.append((f"with {extra} appended columns of random tokens", garbage_in_pads(appended)))
-
     with _untouched(model):
         _set_mode(model, False)
-        ref = _logits(model, tokens, lengths, invariant)
-        problems = []
-        for what, variant in variants:
-            changed, diff = _changed_rows(ref, _variant_logits(model, variant, lengths, invariant, f"the batch {what}"))
-            if changed.any():
-                rows = _rows(changed)
-                problems.append((what, rows, [int(lengths[i]) for i in rows], diff))
+        ref = _logits(model, tokens, lengths, invariant, call)
+        problems = _compare_variants(
+            model, lengths, ref, [(f"with {extra} pad columns appended", appended)], invariant, call
+        )
     if problems:
-        observed = "; ".join(
-            f"rows {rows} (lengths {lens} of T={T}) changed by up to {diff:.3g} {what}"
-            for what, rows, lens, diff in problems
-        )
-        appended_only = all("pad columns appended" in what for what, *_ in problems)
-        cause = (
-            "the model reads past each row's length: the reverse direction of a bidirectional RNN (or the final "
-            "state / output[:, -1]) reads padding, or pooling averages over all T positions or divides by the "
-            "batch's max length"
-        )
-        if not appended_only:
-            cause += "; it also reads token values in pad positions (e.g. a mask built from tokens == PAD)"
         _fail(
             invariant,
-            observed,
-            cause,
+            _observed(problems, T),
+            "the model reads past each row's length: the reverse direction of a bidirectional RNN (or the final "
+            "state / output[:, -1]) reads padding, or pooling averages over all T positions or divides by the "
+            "batch's max length",
             "pack the sequence (pack_padded_sequence(..., lengths.cpu(), enforce_sorted=False)) or reverse within "
             "lengths for the backward direction, take the state at lengths - 1, and build every mask and mean from "
             "lengths (divide by lengths, not T)",
         )
-    return CheckPassed(invariant, f"logits unchanged under {len(variants)} padding variants")
+    return CheckPassed(invariant, f"logits unchanged with {extra} pad columns appended")
 
 
-def check_batch_independence(model: Model, batch: Batch) -> CheckPassed:
+def check_pad_content(
+    model: Any, batch: Batch, *, pad_id: int = PAD_ID, extra: int = 3, call: Call | None = None
+) -> CheckPassed:
+    """Eval logits do not depend on what pad positions hold: the model reads only ``lengths``.
+
+    Random real tokens (drawn from the batch's own tokens, so the ids are valid) are written into the pad positions,
+    and into ``extra`` appended columns. A model that builds its mask from ``tokens != pad_id`` fails this check and
+    is still correct whenever every batch pads with ``pad_id``: ``rnnreg check`` reports it as WARN, not FAIL.
+    """
+    invariant = "pad content ignored"
+    batch = _prepare(model, batch, call)
+    if extra < 1:
+        raise ValueError(f"extra must be >= 1 appended columns (got {extra})")
+    tokens, lengths = batch.tokens, batch.lengths
+    T = tokens.shape[1]
+    gen = torch.Generator().manual_seed(_SEED)
+    variants = []
+    if bool((lengths < T).any()):
+        variants.append(("with random tokens in its pad positions", _garbage_in_pads(tokens, lengths, T, gen)))
+    variants.append(
+        (f"with {extra} appended columns of random tokens", _garbage_in_pads(tokens, lengths, T + extra, gen))
+    )
+    with _untouched(model):
+        _set_mode(model, False)
+        ref = _logits(model, tokens, lengths, invariant, call)
+        problems = _compare_variants(model, lengths, ref, variants, invariant, call)
+        pad_ok = not _compare_variants(
+            model,
+            lengths,
+            ref,
+            [("", torch.cat([tokens, tokens.new_full((len(tokens), extra), pad_id)], dim=1))],
+            invariant,
+            call,
+        )
+    if problems:
+        cause = (
+            f"the model reads the token ids in pad positions, e.g. a mask built from tokens != {pad_id} instead of "
+            "from lengths; that is correct only while every batch pads with that id"
+            if pad_ok
+            else "the model reads past each row's length (see padding invariance), so pad tokens reach the logits"
+        )
+        _fail(
+            invariant,
+            _observed(problems, T),
+            cause,
+            "build masks from lengths (torch.arange(T)[None, :] < lengths[:, None]), or keep padding with "
+            f"pad_id={pad_id} everywhere (collate does)",
+        )
+    return CheckPassed(invariant, f"logits unchanged under {len(variants)} pad-content variants")
+
+
+def check_batch_independence(model: Any, batch: Batch, *, call: Call | None = None) -> CheckPassed:
     """Each row's eval logits equal its logits computed alone, and follow the rows when the batch is permuted.
 
     Rows computed alone keep the batch's width T, so this check stays separate from padding invariance.
     """
     invariant = "batch independence"
-    batch = _prepare(model, batch)
+    batch = _prepare(model, batch, call)
     tokens, lengths = batch.tokens, batch.lengths
     B = len(batch)
     gen = torch.Generator().manual_seed(_SEED)
     perms = [("reversed", torch.arange(B - 1, -1, -1)), ("shuffled", torch.randperm(B, generator=gen))]
     with _untouched(model):
         _set_mode(model, False)
-        ref = _logits(model, tokens, lengths, invariant)
+        ref = _logits(model, tokens, lengths, invariant, call)
         alone = torch.cat(
             [
-                _variant_logits(model, tokens[i : i + 1], lengths[i : i + 1], invariant, "a batch of one row")
+                _variant_logits(model, tokens[i : i + 1], lengths[i : i + 1], invariant, "a batch of one row", call)
                 for i in range(B)
             ]
         )
         alone_changed, alone_diff = _changed_rows(ref, alone)
         permuted = []
         for what, perm in perms:
-            out = _variant_logits(model, tokens[perm.to(tokens.device)], lengths[perm], invariant, f"the {what} batch")
+            out = _variant_logits(
+                model, tokens[perm.to(tokens.device)], lengths[perm], invariant, f"the {what} batch", call
+            )
             changed, diff = _changed_rows(ref[perm.to(ref.device)], out)
             if changed.any():
                 permuted.append((what, [int(perm[i]) for i in _rows(changed)], diff))
@@ -462,12 +542,13 @@ def check_batch_independence(model: Model, batch: Batch) -> CheckPassed:
 
 
 def check_amp_parity(
-    model: Model,
+    model: Any,
     batch: Batch,
     *,
     dtype: torch.dtype = torch.bfloat16,
     device: str = "cpu",
     rtol: float | None = None,
+    call: Call | None = None,
 ) -> CheckPassed:
     """Eval logits under ``torch.autocast(device, dtype)`` stay within a bound of the fp32 logits.
 
@@ -477,10 +558,11 @@ def check_amp_parity(
     ratio measured was 1.4e-2. A model whose signal drowns in rounding (a large offset added inside autocast, a
     reduction of many terms in low precision) errs by about the logits themselves and fails. Modules without a
     low-precision kernel (a packed LSTM on CPU) simply stay fp32; the detail line names those that ran in low
-    precision. ``rtol`` overrides the bound.
+    precision. ``rtol`` overrides the bound. A forward pass that torch cannot run under autocast on this machine
+    (an op without a low-precision kernel here) raises :class:`CheckCouldNotRun` with torch's message.
     """
     invariant = f"{str(dtype).removeprefix('torch.')} autocast parity"
-    batch = _prepare(model, batch)
+    batch = _prepare(model, batch, call)
     if dtype not in _AMP_RTOL:
         raise ValueError(f"dtype must be torch.bfloat16 or torch.float16 (got {dtype})")
     model_device = _device(model).type
@@ -489,20 +571,19 @@ def check_amp_parity(
     bound_rtol = _AMP_RTOL[dtype] if rtol is None else rtol
     with _untouched(model):
         _set_mode(model, False)
-        ref = _logits(model, batch.tokens, batch.lengths, invariant).float()
+        ref = _logits(model, batch.tokens, batch.lengths, invariant, call).float()
+        seen: dict[str, str] = {}
         try:
-            with torch.autocast(device_type=device, dtype=dtype):
-                low = _logits(model, batch.tokens, batch.lengths, invariant).float()
-        except RuntimeError as e:
-            _fail(
-                invariant,
-                f"the forward pass under autocast raised RuntimeError: {str(e).splitlines()[0]}",
-                "an op without a low-precision kernel on this device (e.g. an unpacked nn.LSTM in bf16 on CPUs "
-                "whose oneDNN build lacks it)",
-                "run that module outside autocast (torch.autocast(..., enabled=False) around it, input cast with "
-                ".float()), pack the sequence, or train in fp32 on this machine",
-            )
-        low_precision = ", ".join(low_precision_modules(_probe(model, batch, dtype))) or "none"
+            with _record_dtypes(model, seen), torch.autocast(device_type=device, dtype=dtype):
+                low = _logits(model, batch.tokens, batch.lengths, invariant, call).float()
+        except (RuntimeError, NotImplementedError) as e:
+            raise CheckCouldNotRun(
+                f"{invariant}: could not run: the model runs in fp32 but its forward pass under "
+                f"torch.autocast({device!r}, {dtype}) raised {type(e).__name__}: {str(e).splitlines()[0]}. torch has "
+                "no low-precision kernel for one of its ops on this machine (e.g. an unpacked nn.LSTM on a CPU "
+                "without native bf16), so there is nothing to compare; run the check where AMP runs"
+            ) from e
+    low_precision = ", ".join(low_precision_modules(seen)) or "none"
     diff = float((low - ref).abs().max())
     bound = bound_rtol * max(float(ref.abs().max()), 1e-6)  # the floor only keeps all-zero logits comparable
     if not diff <= bound:
@@ -518,10 +599,27 @@ def check_amp_parity(
     return CheckPassed(invariant, f"max|dlogit| {diff:.2g} <= {bound:.2g}; low precision in: {low_precision}")
 
 
-def _probe(model: Model, batch: Batch, dtype: torch.dtype) -> dict[str, str]:
-    if not isinstance(model, nn.Module):
-        return {}
-    return probe_autocast(model, batch, "bf16" if dtype == torch.bfloat16 else "fp16")
+@contextlib.contextmanager
+def _record_dtypes(model: object, seen: dict[str, str]) -> Iterator[None]:
+    """Record the floating dtype of each named leaf module's first output while the block runs."""
+    hooks = []
+    if isinstance(model, nn.Module):
+        for name, mod in model.named_modules():
+            if name and next(mod.children(), None) is None:
+
+                def hook(_m: nn.Module, _inp: Any, out: Any, name: str = name) -> None:
+                    first = out[0] if isinstance(out, tuple) else out
+                    if isinstance(first, nn.utils.rnn.PackedSequence):
+                        first = first.data
+                    if isinstance(first, Tensor) and first.is_floating_point():
+                        seen[name] = str(first.dtype).removeprefix("torch.")
+
+                hooks.append(mod.register_forward_hook(hook))
+    try:
+        yield
+    finally:
+        for h in hooks:
+            h.remove()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -555,9 +653,10 @@ def check_locked_dropout(
         torch.manual_seed(_SEED)
         with torch.no_grad():
             out = layer(x)
+            out_again = layer(x)  # a second call must draw a new mask
             _set_mode(layer, False)
             out_eval = layer(x)
-    for what, y in (("train", out), ("eval", out_eval)):
+    for what, y in (("train", out), ("train", out_again), ("eval", out_eval)):
         if not isinstance(y, Tensor) or y.shape != x.shape:
             got = tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__
             raise TypeError(f"layer must map a (B, T, D) tensor to the same shape; in {what} mode it returned {got}")
@@ -618,6 +717,15 @@ def check_locked_dropout(
                 "every sequence keeps or drops all its features together",
                 "the mask has shape (B, 1, 1) (whole sequences dropped) instead of one entry per feature",
                 "draw one mask entry per (sequence, feature): shape (B, 1, D)",
+            )
+        if torch.equal(out, out_again):
+            # Two independent masks over B*D entries coincide with probability (p^2 + (1-p)^2)^(B*D): < 1e-30.
+            _fail(
+                invariant,
+                "two train-mode calls applied the same mask",
+                "the mask is drawn once and cached across calls (e.g. stored on the module, or drawn from a "
+                "generator re-seeded in every call)",
+                "draw a fresh mask in every forward call",
             )
     if abs(n_dropped - n * p) > 5.0 * sigma:
         _fail(
@@ -680,10 +788,11 @@ def check_gradient_clipping(clip_fn: Callable[[list[Tensor], float], Any]) -> Ch
     """``clip_fn(parameters, max_norm)`` behaves like ``torch.nn.utils.clip_grad_norm_``.
 
     On four fixed cases (below and above the threshold, per-tensor norms below it but the global norm above, one
-    dominant tensor), and on a list with a parameter whose ``.grad`` is None: the global L2 norm after clipping is
-    <= max_norm * (1 + 1e-6); every gradient is scaled by one common factor (direction preserved, rtol 1e-5);
-    below the threshold the gradients are bitwise unchanged; the return value is the pre-clip global norm
-    (rtol 1e-5, since summation order may differ).
+    dominant tensor), the first again with the parameters given as a generator (as ``model.parameters()`` is), and
+    on a list with a parameter whose ``.grad`` is None: above the threshold the global L2 norm after clipping is
+    max_norm (within 1e-4 relative: ``clip_grad_norm_`` divides by norm + 1e-6; more is over-clipping); every
+    gradient is scaled by one common factor (direction preserved, rtol 1e-5); below the threshold the gradients are
+    bitwise unchanged; the return value is the pre-clip global norm (rtol 1e-5, since summation order may differ).
     """
     invariant = "gradient clipping by global norm"
     if not callable(clip_fn):
@@ -716,17 +825,36 @@ def check_gradient_clipping(clip_fn: Callable[[list[Tensor], float], Any]) -> Ch
                 "grads created for every parameter",
                 "leave .grad = None alone",
             )
-    return CheckPassed(invariant, f"{len(_CLIP_CASES)} cases: global norm bounded, direction kept, no-op below")
+        _check_clip_case(clip_fn, _CLIP_CASES[0], _clip_case_grads(_CLIP_CASES[0], gen), invariant, generator=True)
+    return CheckPassed(
+        invariant, f"{len(_CLIP_CASES)} cases and a generator: norm clipped to max_norm, direction kept, no-op below"
+    )
 
 
 def _check_clip_case(
-    clip_fn: Callable[[list[Tensor], float], Any], case: _ClipCase, before: list[Tensor], invariant: str
+    clip_fn: Callable[[Any, float], Any],
+    case: _ClipCase,
+    before: list[Tensor],
+    invariant: str,
+    *,
+    generator: bool = False,
 ) -> None:
     params: list[Tensor] = [nn.Parameter(torch.zeros_like(g)) for g in before]
     for p, g in zip(params, before, strict=True):
         p.grad = g.clone()
     norm = _global_norm(before)
-    returned = clip_fn(params, case.max_norm)
+    if generator:
+        try:
+            returned = clip_fn((p for p in params), case.max_norm)
+        except Exception as e:
+            _fail(
+                invariant,
+                f"clip_fn raised {type(e).__name__}: {e} when the parameters came as a generator",
+                "the parameters are indexed or their length taken; model.parameters() is a generator",
+                "materialize them first: params = [p for p in parameters if p.grad is not None]",
+            )
+    else:
+        returned = clip_fn(params, case.max_norm)
     after = [p.grad for p in params]
     if any(g is None or g.shape != b.shape for g, b in zip(after, before, strict=True)):
         _fail(
@@ -737,7 +865,8 @@ def _check_clip_case(
         )
     after_t = [g for g in after if g is not None]
     post = _global_norm(after_t)
-    where = f"[{case.name}, max_norm={case.max_norm}, pre-clip norm {norm:.6g}]"
+    name = f"{case.name}, parameters as a generator" if generator else case.name
+    where = f"[{name}, max_norm={case.max_norm}, pre-clip norm {norm:.6g}]"
 
     got = _as_float(returned)
     if got is None or not math.isclose(got, norm, rel_tol=1e-5):
@@ -761,6 +890,14 @@ def _check_clip_case(
                 "scale by min(1, max_norm / (norm + 1e-6)), so below the threshold nothing changes",
             )
         return
+    if generator and not post <= case.max_norm * (1 + 1e-6):
+        _fail(
+            invariant,
+            f"{where} nothing was clipped (global norm after {post:.6g}) when the parameters came as a generator, "
+            "though a list of the same parameters is clipped",
+            "the generator is consumed twice: once to compute the norm, and the scaling loop then finds it empty",
+            "materialize it first: params = [p for p in parameters if p.grad is not None], as clip_grad_norm_ does",
+        )
     if not post <= case.max_norm * (1 + 1e-6):
         own = [_global_norm([g]) for g in after_t]
         per_tensor = all(n <= case.max_norm * (1 + 1e-6) for n in own)
@@ -786,6 +923,15 @@ def _check_clip_case(
                 "tensors scaled by different factors (per-tensor clipping, like tf.keras clipnorm)",
                 "scale every gradient by the one factor min(1, max_norm / (total_norm + 1e-6))",
             )
+    if post < case.max_norm * (1 - 1e-4):
+        _fail(
+            invariant,
+            f"{where} global norm after clipping is {post:.6g}, {post / case.max_norm:.4g}x max_norm: over-clipped",
+            "the gradients are scaled by more than max_norm / total_norm (a factor applied twice, a wrong constant, "
+            "or the norm of squared gradients)",
+            "multiply every gradient by max_norm / (total_norm + 1e-6) when total_norm > max_norm, so the new norm "
+            "is max_norm",
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -805,12 +951,22 @@ def _smoothed(eps: float, K: int) -> tuple[float, float]:
     return 1.0 - eps + eps / K, eps / K
 
 
+def _soft_target_grad(logits: Tensor, targets: Tensor, on: float, off: float, scale: float) -> Tensor:
+    """d(scale * mean soft-target CE)/d logits in float64: scale * (softmax - q) / B."""
+    q = torch.full(logits.shape, off, dtype=torch.float64)  # [B, K]
+    q[torch.arange(len(targets)), targets] = on
+    return scale * (torch.softmax(logits.double(), dim=1) - q) / len(targets)
+
+
 def check_label_smoothing(loss_fn: Callable[[Tensor, Tensor, float], Any]) -> CheckPassed:
-    """``loss_fn(logits, targets, smoothing)`` is the mean cross-entropy against ``(1-eps)*onehot + eps/K``.
+    """``loss_fn(logits, targets, smoothing)`` trains like mean cross-entropy against ``(1-eps)*onehot + eps/K``.
 
     PyTorch's convention: eps/K on every class, so the true class gets 1 - eps + eps/K (0.95 / 0.05 for eps = 0.1,
     K = 2), not eps/(K-1) on the wrong classes. Checked for K in {2, 3, 5, 10} and eps in {0, 0.1, 0.3}, eps = 0
-    being plain cross-entropy, against a float64 reference within fp32 tolerance (rtol 1.3e-6, atol 1e-5).
+    being plain cross-entropy. What training uses is compared: the gradient w.r.t. the logits, against a float64
+    reference within rtol 1e-5 / atol 1e-7 (fp32 softmax rounding). A loss value offset by a constant with equal
+    gradients (a KL divergence is cross-entropy minus the target's entropy) passes, and the detail reports the
+    offset. A loss returned without a graph is compared by value (rtol 1.3e-6, atol 1e-5).
     """
     invariant = "label smoothing (target (1-eps)*onehot + eps/K)"
     if not callable(loss_fn):
@@ -818,13 +974,15 @@ def check_label_smoothing(loss_fn: Callable[[Tensor, Tensor, float], Any]) -> Ch
     gen = torch.Generator().manual_seed(_SEED)
     failures: list[str] = []
     first_cause = ""
+    offsets: list[float] = []
     with torch.random.fork_rng(devices=[]):
         for eps in (0.0, 0.1, 0.3):
             for K in (2, 3, 5, 10):
                 logits = torch.randn(8, K, generator=gen) * 3.0  # [B, K]
                 targets = torch.randint(K, (8,), generator=gen)  # [B]
                 expected = _soft_target_ce(logits, targets, *_smoothed(eps, K))
-                returned = loss_fn(logits.clone(), targets.clone(), eps)
+                leaf = logits.clone().requires_grad_(True)
+                returned = loss_fn(leaf, targets.clone(), eps)
                 got = _as_float(returned)
                 if got is None:
                     shape = tuple(returned.shape) if isinstance(returned, Tensor) else type(returned).__name__
@@ -834,11 +992,22 @@ def check_label_smoothing(loss_fn: Callable[[Tensor, Tensor, float], Any]) -> Ch
                         "the loss is not reduced (reduction='none') or not returned",
                         "return the mean loss over the batch as a scalar tensor",
                     )
-                if abs(got - expected) <= 1e-5 + 1.3e-6 * abs(expected):
+                grad = None
+                if isinstance(returned, Tensor) and returned.requires_grad:
+                    (grad,) = torch.autograd.grad(returned, leaf, allow_unused=True)
+                if grad is None:  # no graph: only the value can be compared
+                    if abs(got - expected) <= 1e-5 + 1.3e-6 * abs(expected):
+                        continue
+                    failures.append(f"K={K}, eps={eps}: loss {got:.6g}, expected {expected:.6g}")
+                    first_cause = first_cause or _diagnose_smoothing_value(got, logits, targets, eps)
                     continue
-                failures.append(f"K={K}, eps={eps}: loss {got:.6g}, expected {expected:.6g}")
-                if not first_cause:
-                    first_cause = _diagnose_smoothing(got, logits, targets, eps)
+                ref = _soft_target_grad(logits, targets, *_smoothed(eps, K), 1.0)
+                if torch.allclose(grad.double(), ref, rtol=1e-5, atol=1e-7):
+                    offsets.append(got - expected)
+                    continue
+                err = float((grad.double() - ref).abs().max())
+                failures.append(f"K={K}, eps={eps}: gradient w.r.t. the logits off by up to {err:.3g}")
+                first_cause = first_cause or _diagnose_smoothing_grad(grad.double(), logits, targets, eps)
     if failures:
         _fail(
             invariant,
@@ -847,31 +1016,61 @@ def check_label_smoothing(loss_fn: Callable[[Tensor, Tensor, float], Any]) -> Ch
             "use F.cross_entropy(logits, targets, label_smoothing=eps), which spreads eps/K over every class, and "
             "pass eps through unchanged (0 means no smoothing)",
         )
-    return CheckPassed(invariant, "12 cases (K in 2,3,5,10; eps in 0,0.1,0.3) match soft-target cross-entropy")
+    offset = max(offsets, key=abs, default=0.0)
+    note = (
+        f"; the loss value is offset by a constant (up to {offset:.4g}, e.g. a KL divergence = cross-entropy - "
+        "entropy of the target), which changes no gradient"
+        if abs(offset) > 1e-5
+        else ""
+    )
+    return CheckPassed(
+        invariant, "12 cases (K in 2,3,5,10; eps in 0,0.1,0.3): gradients match soft-target cross-entropy" + note
+    )
 
 
-def _diagnose_smoothing(got: float, logits: Tensor, targets: Tensor, eps: float) -> str:
-    K = logits.shape[1]
-
-    def near(value: float) -> bool:
-        return abs(got - value) <= 1e-5 + 1e-5 * abs(value)
-
-    if near(_soft_target_ce(logits, targets, *_smoothed(eps, K)) * len(targets)):
-        return "the loss is summed over the batch instead of averaged"
-    if K > 1 and eps > 0 and near(_soft_target_ce(logits, targets, 1.0 - eps, eps / (K - 1))):
-        return (
-            f"the eps/(K-1) convention (eps spread over the K-1 wrong classes, true class 1-eps); PyTorch puts eps/K "
-            f"on every class, so the true class gets 1-eps+eps/K ({1 - eps + eps / K:.3g} here)"
+def _smoothing_suspects(K: int, eps: float) -> list[tuple[str, float, float, float]]:
+    """(cause, true-class mass, other-class mass, scale) of the usual label-smoothing mistakes."""
+    suspects = [("the loss is summed over the batch instead of averaged", *_smoothed(eps, K), 8.0)]
+    if K > 1 and eps > 0:
+        suspects.append(
+            (
+                f"the eps/(K-1) convention (eps spread over the K-1 wrong classes, true class 1-eps); PyTorch puts "
+                f"eps/K on every class, so the true class gets 1-eps+eps/K ({1 - eps + eps / K:.3g} here)",
+                1.0 - eps,
+                eps / (K - 1),
+                1.0,
+            )
         )
-    if eps > 0 and near(_soft_target_ce(logits, targets, 1.0, 0.0)):
-        return "smoothing is ignored: the loss equals plain cross-entropy"
+    if eps > 0:
+        suspects.append(("smoothing is ignored: the loss equals plain cross-entropy", 1.0, 0.0, 1.0))
     if eps == 0:
         for default in (0.1, 0.05, 0.2):
-            if near(_soft_target_ce(logits, targets, *_smoothed(default, K))):
-                return (
+            suspects.append(
+                (
                     f"eps=0 is replaced by a default ({default}), e.g. `eps = smoothing or {default}`: a falsy 0 "
-                    "is not 'unset'"
+                    "is not 'unset'",
+                    *_smoothed(default, K),
+                    1.0,
                 )
+            )
+    return suspects
+
+
+def _diagnose_smoothing_grad(grad: Tensor, logits: Tensor, targets: Tensor, eps: float) -> str:
+    for cause, on, off, scale in _smoothing_suspects(logits.shape[1], eps):
+        if torch.allclose(grad, _soft_target_grad(logits, targets, on, off, scale), rtol=1e-4, atol=1e-6):
+            return cause
+    if eps == 0:
+        return "eps=0 does not give plain cross-entropy"
+    return "a different target distribution or reduction than (1-eps)*onehot + eps/K with a mean over rows"
+
+
+def _diagnose_smoothing_value(got: float, logits: Tensor, targets: Tensor, eps: float) -> str:
+    for cause, on, off, scale in _smoothing_suspects(logits.shape[1], eps):
+        value = scale * _soft_target_ce(logits, targets, on, off)
+        if abs(got - value) <= 1e-5 + 1e-5 * abs(value):
+            return cause
+    if eps == 0:
         return "eps=0 does not give plain cross-entropy"
     return "a different target distribution or reduction than (1-eps)*onehot + eps/K with a mean over rows"
 
@@ -898,7 +1097,9 @@ def check_weight_decay(make_optimizer: Callable[[list[Tensor], float, float], An
     """``make_optimizer(params, lr, weight_decay)`` applies weight decay as declared.
 
     ``decoupled=True`` (AdamW-style): with a zero data gradient one step gives exactly ``p * (1 - lr*wd)``; with
-    gradients, each step equals the wd = 0 optimizer's step plus ``-lr*wd*p`` (3 steps).
+    gradients, each step equals the wd = 0 optimizer's step with the decay ``(1 - lr*wd)`` applied either before it
+    (torch.optim.AdamW) or after it to the updated weights (as some libraries wrote AdamW; the two differ by
+    lr*wd times the update, ~5e-4 here) (3 steps).
     ``decoupled=False`` (L2 in the gradient, Adam/SGD ``weight_decay``): 3 steps equal the same optimizer with
     wd = 0 fed ``g + wd*p``. Steady shrinkage is deliberately not asserted: with Adam and a zero data gradient every
     weight moves by about lr whatever wd is. Plain SGD satisfies both (the two forms coincide for it); SGD with
@@ -966,16 +1167,17 @@ def _check_decoupled(make_optimizer: Callable[..., Any], values: list[Tensor], g
         _step(opt_decayed, decayed, grads)
         _step(opt_plain, plain, grads)
         # The data update does not depend on p (its state sees only gradients), so the decayed step is the plain
-        # step plus the decay of the decayed weights.
-        expected = [s * (1.0 - lr * wd) + (q.detach() - sp) for s, q, sp in zip(start_d, plain, start_p, strict=True)]
-        if not _all_close(decayed, expected):
+        # step plus the decay of the decayed weights, applied before the update or after it.
+        update = [q.detach() - sp for q, sp in zip(plain, start_p, strict=True)]
+        expected = [s * (1.0 - lr * wd) + u for s, u in zip(start_d, update, strict=True)]
+        decay_after = [(s + u) * (1.0 - lr * wd) for s, u in zip(start_d, update, strict=True)]
+        if not (_all_close(decayed, expected) or _all_close(decayed, decay_after)):
             _fail(
                 invariant,
                 f"at step {t} the update differs by up to {_max_diff(decayed, expected):.3g} from the wd=0 update "
                 f"plus -lr*wd*p (lr={lr}, wd={wd})",
-                "the decay interacts with the gradient update: applied after the update to the new weights, fed "
-                "into the momentum/Adam state (coupled L2, e.g. SGD momentum with weight_decay), or scaled by the "
-                "adaptive denominator",
+                "the decay interacts with the gradient update: fed into the momentum/Adam state (coupled L2, e.g. "
+                "SGD momentum with weight_decay), or scaled by the adaptive denominator",
                 "decay p by (1 - lr*wd) separately from the gradient update, as torch.optim.AdamW does",
             )
 
@@ -1007,19 +1209,22 @@ def _check_coupled(make_optimizer: Callable[..., Any], values: list[Tensor], gra
 
 
 class _TinyClassifier(nn.Module):
-    """Embedding -> packed LSTM -> last state -> linear: a small model following the protocol, no dropout."""
+    """Embedding -> mean over each row's length -> Linear -> tanh -> Linear: follows the protocol, no dropout.
+
+    Only embeddings and linear layers, so autocast runs it on every device and CPU (the head in bf16/fp16).
+    """
 
     def __init__(self, vocab_size: int = 20, embed_dim: int = 6, hidden_dim: int = 5, num_classes: int = 3) -> None:
         super().__init__()
         self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=PAD_ID)
-        self.rnn = nn.LSTM(embed_dim, hidden_dim, batch_first=True)
+        self.hidden = nn.Linear(embed_dim, hidden_dim)
         self.head = nn.Linear(hidden_dim, num_classes)
 
     def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
         x = self.embedding(tokens)  # [B, T, E]
-        packed = nn.utils.rnn.pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        _, (h_n, _) = self.rnn(packed)  # h_n: [1, B, H]
-        return self.head(h_n[-1])  # [B, C]
+        keep = ~_pad_mask(lengths, tokens.shape[1], tokens.device)  # [B, T]
+        pooled = (x * keep[..., None]).sum(1) / lengths.to(x.device)[:, None]  # [B, E]
+        return self.head(torch.tanh(self.hidden(pooled)))  # [B, C]
 
 
 def _tiny_batch(gen: torch.Generator, vocab_size: int = 20, num_classes: int = 3) -> Batch:
@@ -1029,20 +1234,62 @@ def _tiny_batch(gen: torch.Generator, vocab_size: int = 20, num_classes: int = 3
     return Batch(tokens, lengths, torch.randint(num_classes, (len(lengths),), generator=gen))
 
 
+TrainStep = Callable[[nn.Module, Batch, torch.optim.Optimizer, torch.amp.GradScaler, float], Any]
+_UPDATE_RTOL = {torch.float32: 1e-4, **_AMP_RTOL}  # relative L2 error of the update, by the lowest dtype that ran
+
+
+def _lowest_precision(seen: dict[str, str]) -> torch.dtype:
+    names = set(seen.values())
+    return torch.float16 if "float16" in names else torch.bfloat16 if "bfloat16" in names else torch.float32
+
+
+def _flat_delta(model: nn.Module, start: list[Tensor]) -> Tensor:
+    return torch.cat([(p.detach().float() - s).flatten() for p, s in zip(model.parameters(), start, strict=True)])
+
+
+def _call_step(train_step: TrainStep, invariant: str, what: str, *args: Any) -> None:
+    """Call the user's step; a RuntimeError from GradScaler's bookkeeping is a protocol bug and is diagnosed."""
+    try:
+        train_step(*args)
+    except (RuntimeError, AssertionError) as e:
+        if isinstance(e, InvariantViolation):
+            raise
+        message = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if "since the last update" in message:
+            cause = "scaler.update() is never called, so the scaler refuses the next step's unscale_/step"
+        elif "No inf checks were recorded" in message:
+            cause = "scaler.update() ran without scaler.step(optimizer): optimizer.step() is called directly"
+        elif "non-finite" in message.lower():
+            cause = (
+                "clipping raises on a non-finite norm (error_if_nonfinite=True): with a GradScaler an overflow is "
+                "routine and must skip the step, not crash"
+            )
+        else:
+            raise
+        _fail(invariant, f"train_step raised {type(e).__name__} {what}: {message}", cause, _STEP_ORDER_FIX)
+
+
+_STEP_ORDER_FIX = (
+    "order the step as scaler.scale(loss).backward(); scaler.unscale_(optimizer); clip_grad_norm_(params, max_norm); "
+    "scaler.step(optimizer); scaler.update(); optimizer.zero_grad()"
+)
+
+
 def check_amp_clipping(
-    train_step: Callable[[nn.Module, Batch, torch.optim.Optimizer, torch.amp.GradScaler, float], Any],
-    *,
-    loss_fn: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy,
+    train_step: TrainStep, *, loss_fn: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy
 ) -> CheckPassed:
     """``train_step(model, batch, optimizer, scaler, max_norm)`` clips the unscaled gradients.
 
-    The check builds its own tiny packed-LSTM classifier and batch, and an SGD optimizer (lr 0.5, no momentum) with
-    an enabled ``torch.amp.GradScaler("cpu", init_scale=2**16)``, and sets ``max_norm`` to half the gradient norm so
-    clipping is active. One call of ``train_step`` must give the update of the fp32 reference (``loss_fn``,
-    backward, ``clip_grad_norm_``, step) within a relative L2 error of 1e-4 (scaling by a power of two is exact;
-    the margin covers fp32 rounding of the parameter differences). Clipping before ``unscale_`` shrinks the update
-    by about the loss scale; not clipping, or clipping after the step, doubles it. Autocast stays off: call your
-    step with AMP autocast disabled, and with a loss equal to ``loss_fn`` (plain cross-entropy by default).
+    The check builds its own tiny classifier (embedding, masked mean, two linear layers: autocast runs it anywhere)
+    and batch, an SGD optimizer (lr 0.5, no momentum) and an enabled ``torch.amp.GradScaler("cpu",
+    init_scale=2**16)``, and sets ``max_norm`` to a third of the gradient norm so clipping is active. One call of
+    ``train_step`` must give the update of the fp32 reference (``loss_fn``, backward, ``clip_grad_norm_``, step)
+    within a relative L2 error set by the precision that ran, read from the model's module outputs during the step:
+    1e-4 in fp32 (scaling by a power of two is exact), 12.8 eps under autocast (0.05 bf16, 0.0125 fp16; a correct
+    bf16 step errs by ~5e-3). The step may run its forward under autocast, as a real AMP step does. Clipping before
+    ``unscale_`` shrinks the update by about the loss scale; not clipping, or clipping after the step, makes it 3x;
+    stepping twice makes it 2x; over-clipping shrinks it. The loss must equal ``loss_fn`` (plain cross-entropy by
+    default).
     """
     invariant = "clipping acts on unscaled gradients under a GradScaler"
     if not callable(train_step):
@@ -1052,6 +1299,7 @@ def check_amp_clipping(
     lr, init_scale = 0.5, 2.0**16
     gen = torch.Generator().manual_seed(_SEED)
     batch = _tiny_batch(gen)
+    seen: dict[str, str] = {}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(_SEED)
         model = _TinyClassifier()
@@ -1059,37 +1307,125 @@ def check_amp_clipping(
         reference = copy.deepcopy(model)
         loss_fn(reference(batch.tokens, batch.lengths), batch.labels).backward()
         raw_norm = float(nn.utils.get_total_norm([p.grad for p in reference.parameters() if p.grad is not None]))
-        max_norm = 0.5 * raw_norm  # clipping halves the update: skipping it is as visible as clipping too hard
+        # A third: not clipping triples the update, stepping twice doubles it; the two stay apart.
+        max_norm = raw_norm / 3.0
         nn.utils.clip_grad_norm_(reference.parameters(), max_norm)
         torch.optim.SGD(reference.parameters(), lr=lr).step()
 
         optimizer = torch.optim.SGD(model.parameters(), lr=lr)
         scaler = torch.amp.GradScaler("cpu", init_scale=init_scale)
         model.train()
-        train_step(model, batch, optimizer, scaler, max_norm)
+        with _record_dtypes(model, seen):
+            _call_step(train_step, invariant, "on a finite step", model, batch, optimizer, scaler, max_norm)
 
-    ref_delta = torch.cat([(p.detach() - s).flatten() for p, s in zip(reference.parameters(), start, strict=True)])
-    delta = torch.cat([(p.detach() - s).flatten() for p, s in zip(model.parameters(), start, strict=True)])
+    precision = _lowest_precision(seen)
+    tolerance = _UPDATE_RTOL[precision]
+    ref_delta, delta = _flat_delta(reference, start), _flat_delta(model, start)
     error = float((delta - ref_delta).norm() / ref_delta.norm())
-    if not error <= 1e-4:
+    ran = str(precision).removeprefix("torch.")
+    if not error <= tolerance:
         ratio = float(delta.norm() / ref_delta.norm())
         if ratio == 0.0:
             cause = "the parameters did not move: the optimizer step was skipped or never called (scaler.step)"
+        elif not math.isfinite(ratio):
+            cause = "the update is not finite: the optimizer stepped on scaled or overflowing gradients"
         elif ratio < 1e-2:
             cause = (
                 f"the update is {1 / ratio:.3g}x too small, about the loss scale {init_scale:.0f}: clipping ran on the "
                 "scaled gradients (clip_grad_norm_ before scaler.unscale_)"
             )
-        elif math.isclose(ratio, raw_norm / max_norm, rel_tol=1e-3):
+        elif math.isclose(ratio, raw_norm / max_norm, rel_tol=max(3 * tolerance, 1e-3)):
             cause = "the update equals the unclipped one: the step does not clip, or clips after optimizer.step()"
+        elif math.isclose(ratio, 2.0, rel_tol=max(3 * tolerance, 1e-3)):
+            cause = (
+                "the update is twice the clipped one: the optimizer stepped twice (optimizer.step() and "
+                "scaler.step(optimizer), or a step left over from a gradient that was not zeroed)"
+            )
+        elif 0.05 < ratio < 1.0 - 2 * tolerance:
+            cause = f"the update is {ratio:.3g}x the clipped one: over-clipping (the gradients scaled below max_norm)"
         else:
             cause = "the update differs from scale -> backward -> unscale_ -> clip -> step in direction or size"
         _fail(
             invariant,
-            f"the update differs from the fp32 clipped update by {error:.3g} (relative L2); its norm is {ratio:.4g}x "
-            f"the reference's (pre-clip norm {raw_norm:.4g}, max_norm {max_norm:.4g}, loss scale {init_scale:.0f})",
+            f"the update differs from the fp32 clipped update by {error:.3g} (relative L2, tolerance {tolerance:.3g} "
+            f"for a step that ran in {ran}); its norm is {ratio:.4g}x the reference's (pre-clip norm {raw_norm:.4g}, "
+            f"max_norm {max_norm:.4g}, loss scale {init_scale:.0f})",
             cause,
-            "order the step as scaler.scale(loss).backward(); scaler.unscale_(optimizer); clip_grad_norm_(params, "
-            "max_norm); scaler.step(optimizer); scaler.update()",
+            _STEP_ORDER_FIX,
         )
-    return CheckPassed(invariant, f"update matches the fp32 clipped update (relative L2 error {error:.2g})")
+    return CheckPassed(
+        invariant,
+        f"update matches the fp32 clipped update (relative L2 error {error:.2g} <= {tolerance:.2g}, ran in {ran})",
+    )
+
+
+def check_amp_scaler(train_step: TrainStep) -> CheckPassed:
+    """``train_step(model, batch, optimizer, scaler, max_norm)`` follows the GradScaler protocol over three steps.
+
+    With an enabled ``torch.amp.GradScaler("cpu", init_scale=2**16, growth_interval=1)``: a finite step moves the
+    parameters and doubles the scale (so ``scaler.update()`` ran); a step whose gradients hold an injected inf
+    leaves every parameter unchanged and halves the scale (``scaler.step`` skipped it and ``update`` backed off);
+    the next finite step moves the parameters again. ``max_norm`` is large, so clipping does not act.
+    """
+    invariant = "GradScaler protocol (inf skips the step, the scale updates)"
+    if not callable(train_step):
+        raise TypeError(
+            f"train_step must be callable as train_step(model, batch, optimizer, scaler, max_norm) (got {train_step!r})"
+        )
+    gen = torch.Generator().manual_seed(_SEED + 1)
+    batch = _tiny_batch(gen)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(_SEED)
+        model = _TinyClassifier().train()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16, growth_interval=1)
+        for step, poison in enumerate((False, True, False), start=1):
+            before = [p.detach().clone() for p in model.parameters()]
+            scale = scaler.get_scale()
+            hook = model.head.weight.register_hook(lambda g: torch.full_like(g, math.inf)) if poison else None
+            what = "on a step with an inf gradient" if poison else f"on finite step {step}"
+            try:
+                _call_step(train_step, invariant, what, model, batch, optimizer, scaler, 1e6)
+            finally:
+                if hook is not None:
+                    hook.remove()
+            moved = not all(torch.equal(p.detach(), b) for p, b in zip(model.parameters(), before, strict=True))
+            new_scale = scaler.get_scale()
+            if poison and moved:
+                finite = all(bool(torch.isfinite(p).all()) for p in model.parameters())
+                _fail(
+                    invariant,
+                    "a step whose gradients held an inf changed the parameters"
+                    + ("" if finite else " (they are no longer finite)"),
+                    "optimizer.step() is called directly instead of scaler.step(optimizer), so nothing skips a step "
+                    "whose gradients overflowed",
+                    "call scaler.step(optimizer): it skips the step when unscale_ found an inf or NaN",
+                )
+            if not poison and not moved:
+                _fail(
+                    invariant,
+                    f"finite step {step} did not change the parameters",
+                    "the optimizer step is skipped or never called"
+                    + (
+                        ", or gradients are never cleared (optimizer.zero_grad()), so the inf of the previous step "
+                        "stays and every later step is skipped"
+                        if step == 3
+                        else ""
+                    ),
+                    _STEP_ORDER_FIX,
+                )
+            expected = scale * (0.5 if poison else 2.0)
+            if new_scale != expected:
+                _fail(
+                    invariant,
+                    f"after {what} the loss scale is {new_scale:g}, expected {expected:g} (from {scale:g}; "
+                    "growth_interval=1, backoff 0.5)",
+                    "scaler.update() is not called after every step, so the scale never backs off after an "
+                    "overflow nor grows after good steps"
+                    if new_scale == scale
+                    else "the scale is set or updated by hand instead of by scaler.update()",
+                    "call scaler.update() once at the end of every step, after scaler.step(optimizer)",
+                )
+    return CheckPassed(
+        invariant, "finite steps move the parameters and grow the scale; an inf step is skipped and backs off"
+    )

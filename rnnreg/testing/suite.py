@@ -11,7 +11,8 @@ import importlib
 import importlib.util
 import os
 import sys
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -21,17 +22,44 @@ import torch
 from torch import nn
 
 from rnnreg.data import PAD_ID, Batch
-from rnnreg.testing import checks
+from rnnreg.testing import checks, regularizers
 
-__all__ = ["MODEL_CHECKS", "CheckResult", "load_object", "run_checks"]
+__all__ = [
+    "FUNCTION_CHECKS",
+    "MODEL_CHECKS",
+    "CheckResult",
+    "CheckWarning",
+    "load_object",
+    "pytest_checks",
+    "run_checks",
+]
 
-MODEL_CHECKS = ("eval_deterministic", "dropout_active", "padding_invariance", "batch_independence", "amp_parity")
+MODEL_CHECKS = (
+    "eval_deterministic",
+    "dropout_active",
+    "padding_invariance",
+    "pad_content",
+    "batch_independence",
+    "amp_parity",
+)
+FUNCTION_CHECKS = (
+    "gradient_clipping",
+    "label_smoothing",
+    "weight_decay",
+    "amp_clipping",
+    "amp_scaler",
+    "locked_dropout",
+    "embedding_dropout",
+    "weight_drop",
+    "decay_groups",
+)
+Status = Literal["PASS", "FAIL", "WARN", "SKIP", "NOT RUN"]
 
 
 @dataclass
 class CheckResult:
     name: str
-    status: Literal["PASS", "FAIL", "SKIP"]
+    status: Status
     detail: str
 
 
@@ -95,11 +123,13 @@ def load_object(spec: str) -> Any:
     return obj
 
 
-def _run(name: str, fn: Callable[[], checks.CheckPassed | None]) -> CheckResult:
+def _run(name: str, fn: Callable[[], checks.CheckPassed | None], *, warn_only: bool = False) -> CheckResult:
     try:
         info = fn()
     except checks.InvariantViolation as e:
-        return CheckResult(name, "FAIL", str(e))
+        return CheckResult(name, "WARN" if warn_only else "FAIL", str(e))
+    except checks.CheckCouldNotRun as e:
+        return CheckResult(name, "NOT RUN", str(e))
     except Exception as e:  # a crash in the user's code is a failed check, reported with its type
         return CheckResult(name, "FAIL", f"{type(e).__name__}: {e}")
     return CheckResult(name, "PASS", info.detail if info is not None else "")
@@ -125,11 +155,18 @@ def _infer_vocab_size(model: object) -> int | None:
 
 
 def _model_rows(
-    model_factory: Callable[[], Any] | None, vocab_size: int | None, num_classes: int, seed: int
+    model_factory: Callable[[], Any] | None,
+    vocab_size: int | None,
+    num_classes: int,
+    seed: int,
+    call: checks.Call | None,
+    names: tuple[str, ...],
 ) -> list[CheckResult]:
-    def all_rows(status: Literal["FAIL", "SKIP"], detail: str) -> list[CheckResult]:
-        return [CheckResult(name, status, detail) for name in MODEL_CHECKS]
+    def all_rows(status: Status, detail: str) -> list[CheckResult]:
+        return [CheckResult(name, status, detail) for name in names]
 
+    if not names:
+        return []
     if model_factory is None:
         return all_rows("SKIP", "no model factory given (pass MODULE:FACTORY, a zero-argument callable)")
     with torch.random.fork_rng(devices=[]):
@@ -138,7 +175,7 @@ def _model_rows(
             model = model_factory()
         except Exception as e:
             return all_rows("FAIL", f"model_factory() raised {type(e).__name__}: {e}")
-    if not callable(model):
+    if call is None and not callable(model):
         return all_rows("FAIL", f"model_factory() returned {type(model).__name__}, not a model(tokens, lengths)")
     vocab = vocab_size if vocab_size is not None else _infer_vocab_size(model)
     if vocab is None:
@@ -148,13 +185,26 @@ def _model_rows(
     batch = _default_batch(vocab, num_classes, seed)
     device = next((p.device.type for p in model.parameters()), "cpu") if isinstance(model, nn.Module) else "cpu"
     runs: dict[str, Callable[[], checks.CheckPassed]] = {
-        "eval_deterministic": lambda: checks.check_eval_deterministic(model, batch),
-        "dropout_active": lambda: checks.check_dropout_active(model, batch),
-        "padding_invariance": lambda: checks.check_padding_invariance(model, batch),
-        "batch_independence": lambda: checks.check_batch_independence(model, batch),
-        "amp_parity": lambda: checks.check_amp_parity(model, batch, device=device),
+        "eval_deterministic": lambda: checks.check_eval_deterministic(model, batch, call=call),
+        "dropout_active": lambda: checks.check_dropout_active(model, batch, call=call),
+        "padding_invariance": lambda: checks.check_padding_invariance(model, batch, call=call),
+        "pad_content": lambda: checks.check_pad_content(model, batch, call=call),
+        "batch_independence": lambda: checks.check_batch_independence(model, batch, call=call),
+        "amp_parity": lambda: checks.check_amp_parity(model, batch, device=device, call=call),
     }
-    return [_run(name, runs[name]) for name in MODEL_CHECKS]
+    # Relying on pads holding PAD_ID is correct wherever batches are padded with it: reported, not failed.
+    return [_run(name, runs[name], warn_only=name == "pad_content") for name in names]
+
+
+def _layer(factory: Callable[[], Any], check: Callable[..., checks.CheckPassed], p: float) -> checks.CheckPassed:
+    return check(factory(), p=p)
+
+
+def _decay_groups(model_factory: Callable[[], Any], groups_fn: Callable[..., Any], seed: int) -> checks.CheckPassed:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = model_factory()
+    return regularizers.check_decay_groups(model, groups_fn)
 
 
 def run_checks(
@@ -165,9 +215,16 @@ def run_checks(
     optimizer_factory: Callable[..., Any] | None = None,
     decoupled: bool | None = None,
     train_step: Callable[..., Any] | None = None,
+    groups_fn: Callable[..., Any] | None = None,
+    locked_dropout: Callable[[], Any] | None = None,
+    embedding_dropout: Callable[[], Any] | None = None,
+    weight_drop: Callable[[], Any] | None = None,
+    layer_p: float | None = None,
+    call: checks.Call | None = None,
     vocab_size: int | None = None,
     num_classes: int = 2,
     seed: int = 0,
+    only: Collection[str] | None = None,
 ) -> list[CheckResult]:
     """Run every check that applies to what is given; the rest are SKIP rows saying what to pass.
 
@@ -177,13 +234,20 @@ def run_checks(
         clip_fn: ``clip_fn(parameters, max_norm)`` (gradient clipping).
         optimizer_factory: ``optimizer_factory(params, lr, weight_decay)``; needs ``decoupled``.
         decoupled: True for AdamW-style decay, False for L2 added to the gradient.
-        train_step: ``train_step(model, batch, optimizer, scaler, max_norm)`` with plain cross-entropy (AMP order).
+        train_step: ``train_step(model, batch, optimizer, scaler, max_norm)`` with plain cross-entropy (AMP order
+            and the GradScaler protocol).
+        groups_fn: ``groups_fn(model) -> optimizer`` for the model of ``model_factory`` (decay groups).
+        locked_dropout, embedding_dropout, weight_drop: zero-argument factories of the layers, built with dropout
+            probability ``layer_p``.
+        call: ``call(model, tokens, lengths) -> logits`` for models with another call convention (see adapters).
         vocab_size: token ids of the test batch lie below it; inferred from the first nn.Embedding when None.
         num_classes: labels of the test batch lie below it.
         seed: seeds the model construction and the test batch.
+        only: run only the checks with these names (the others are left out of the result).
 
     Returns:
-        One CheckResult per check, model checks first, in a fixed order.
+        One CheckResult per check, model checks first, in a fixed order. Statuses: PASS, FAIL, WARN (pad content
+        read: correct while pads hold PAD_ID), SKIP (nothing to check) and NOT RUN (torch could not run it here).
     """
     if optimizer_factory is not None and decoupled is None:
         raise ValueError(
@@ -192,20 +256,78 @@ def run_checks(
         )
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1 (got {num_classes})")
-    rows = _model_rows(model_factory, vocab_size, num_classes, seed)
+    layers = {"locked_dropout": locked_dropout, "embedding_dropout": embedding_dropout, "weight_drop": weight_drop}
+    if layer_p is None and any(v is not None for v in layers.values()):
+        raise ValueError("locked_dropout, embedding_dropout and weight_drop need layer_p, the p they were built with")
+    known = [*MODEL_CHECKS, *FUNCTION_CHECKS]
+    unknown = sorted(set(only or ()) - set(known))
+    if unknown:
+        raise ValueError(f"unknown check names {unknown}; choose from {', '.join(known)}")
+    wanted = set(known if only is None else only)
+    rows = _model_rows(
+        model_factory, vocab_size, num_classes, seed, call, tuple(n for n in MODEL_CHECKS if n in wanted)
+    )
+    p = float(layer_p or 0.0)
     function_checks: list[tuple[str, Any, str, Callable[[Any], checks.CheckPassed]]] = [
         ("gradient_clipping", clip_fn, "clip_fn", checks.check_gradient_clipping),
         ("label_smoothing", loss_fn, "loss_fn", checks.check_label_smoothing),
         ("weight_decay", optimizer_factory, "optimizer_factory", partial(_weight_decay, decoupled=bool(decoupled))),
         ("amp_clipping", train_step, "train_step", checks.check_amp_clipping),
+        ("amp_scaler", train_step, "train_step", checks.check_amp_scaler),
+        ("locked_dropout", locked_dropout, "locked_dropout", partial(_layer, check=checks.check_locked_dropout, p=p)),
+        (
+            "embedding_dropout",
+            embedding_dropout,
+            "embedding_dropout",
+            partial(_layer, check=regularizers.check_embedding_dropout, p=p),
+        ),
+        ("weight_drop", weight_drop, "weight_drop", partial(_layer, check=regularizers.check_weight_drop, p=p)),
     ]
     for name, given, what, check in function_checks:
+        if name not in wanted:
+            continue
         if given is None:
             rows.append(CheckResult(name, "SKIP", f"no {what} given"))
         else:
             rows.append(_run(name, partial(check, given)))
+    if "decay_groups" in wanted:
+        if groups_fn is None or model_factory is None:
+            rows.append(CheckResult("decay_groups", "SKIP", "needs a model factory and groups_fn(model) -> optimizer"))
+        else:
+            rows.append(_run("decay_groups", partial(_decay_groups, model_factory, groups_fn, seed)))
     return rows
 
 
 def _weight_decay(make_optimizer: Callable[..., Any], *, decoupled: bool) -> checks.CheckPassed:
     return checks.check_weight_decay(make_optimizer, decoupled=decoupled)
+
+
+def pytest_checks(model_factory: Callable[[], Any] | None = None, **kwargs: Any) -> Callable[[str], None]:
+    """A pytest test running every check of :func:`run_checks` as its own test case; in your test file::
+
+        from rnnreg.testing import pytest_checks
+        from mymodels import build_model
+        test_rnnreg = pytest_checks(build_model, loss_fn=my_loss, train_step=my_step)
+
+    A FAIL fails its case with the check's message, SKIP and NOT RUN skip it with the reason, WARN passes with a
+    warning. Each case runs only its own check.
+    """
+    import pytest  # the test extra; imported only here so that rnnreg check works without it
+
+    names = [*MODEL_CHECKS, *FUNCTION_CHECKS]
+
+    @pytest.mark.parametrize("check_name", names)
+    def test_rnnreg_check(check_name: str) -> None:
+        (row,) = run_checks(model_factory, only=[check_name], **kwargs)
+        if row.status == "FAIL":
+            pytest.fail(row.detail, pytrace=False)
+        if row.status in ("SKIP", "NOT RUN"):
+            pytest.skip(f"{row.status}: {row.detail}")
+        if row.status == "WARN":
+            warnings.warn(row.detail, CheckWarning, stacklevel=1)
+
+    return test_rnnreg_check
+
+
+class CheckWarning(UserWarning):
+    """A WARN row of rnnreg's checks (e.g. the model relies on pads holding PAD_ID)."""

@@ -1,0 +1,397 @@
+"""Checks of regularizer layers and parameter groups: embedding (word-type) dropout, weight drop, decay groups.
+
+Same contract as :mod:`rnnreg.testing.checks`: a :class:`CheckPassed` on success, an :class:`InvariantViolation`
+naming the invariant, the numbers, the likely cause and the fix otherwise; modes, parameters and torch's RNG are
+restored; randomness comes from fixed seeds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from rnnreg.testing.checks import CheckPassed, _fail, _set_mode, _untouched
+
+__all__ = ["check_decay_groups", "check_embedding_dropout", "check_weight_drop"]
+
+_SEED = 20_240_602
+
+
+def _check_probability(p: object) -> float:
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 < p < 1.0:
+        raise ValueError(f"p must be the layer's dropout probability in (0, 1) (got {p!r}); p = 0 cannot be observed")
+    return float(p)
+
+
+def _outside(count: int, n: int, p: float) -> bool:
+    """True when ``count`` drops out of ``n`` lie outside 5 binomial sigma of ``n * p``."""
+    return abs(count - n * p) > 5.0 * math.sqrt(n * p * (1.0 - p))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Embedding dropout
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _infer_vocab(layer: object) -> int | None:
+    if isinstance(layer, nn.Module):
+        for m in layer.modules():
+            if isinstance(m, nn.Embedding):
+                return int(m.num_embeddings)
+    return None
+
+
+def check_embedding_dropout(
+    layer: Callable[[Tensor], Tensor], *, p: float, vocab_size: int | None = None
+) -> CheckPassed:
+    """``layer(tokens[B, T]) -> embeddings[B, T, D]`` drops whole word types, with inverted scaling.
+
+    On a batch of 32 rows x 60 tokens drawn from ids 1..V-1 (each id repeats within a row): in train mode each
+    position's vector is all zero or the eval vector x 1/(1-p); within a row every occurrence of an id gets the same
+    mask (one mask per word type, per batch as in AWD-LSTM or per sequence as in Gal & Ghahramani; both pass); the
+    drop rate over those masks lies within 5 binomial sigma of p; a second call draws a new mask; eval output is
+    deterministic and unchanged by train calls (the weight is never mutated). ``vocab_size`` defaults to the first
+    nn.Embedding's size, capped at 20 ids so that ids repeat.
+    """
+    invariant = "embedding dropout drops word types"
+    if not callable(layer):
+        raise TypeError(f"layer must be callable on token ids [B, T] (got {layer!r})")
+    p = _check_probability(p)
+    vocab = vocab_size if vocab_size is not None else _infer_vocab(layer)
+    if vocab is None or vocab < 3:
+        raise ValueError(
+            f"vocab_size must be >= 3 (got {vocab}); pass vocab_size= when the layer holds no nn.Embedding"
+        )
+    V = min(vocab, 20)
+    gen = torch.Generator().manual_seed(_SEED)
+    tokens = torch.randint(1, V, (32, 60), generator=gen)  # [B, T]; PAD (0) left out: its row may be zero
+    device = next((t.device for t in layer.parameters()), None) if isinstance(layer, nn.Module) else None
+    if device is not None:
+        tokens = tokens.to(device)
+    with _untouched(layer), torch.no_grad():
+        _set_mode(layer, False)
+        torch.manual_seed(_SEED)
+        ref = layer(tokens)
+        torch.manual_seed(_SEED + 1)
+        ref_again = layer(tokens)
+        _set_mode(layer, True)
+        torch.manual_seed(_SEED)
+        out, out_again = layer(tokens), layer(tokens)
+        _set_mode(layer, False)
+        after = layer(tokens)
+    for what, y in (("eval", ref), ("train", out)):
+        if not isinstance(y, Tensor) or y.dim() != 3 or y.shape[:2] != tokens.shape:
+            got = tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__
+            raise TypeError(f"layer must map tokens [B, T] to [B, T, D]; in {what} mode it returned {got}")
+    if not torch.equal(ref, ref_again):
+        _fail(
+            invariant,
+            "two eval passes under different seeds differ",
+            "the mask is drawn whatever the mode (training=True hard-coded)",
+            "drop only when self.training",
+        )
+    if not torch.equal(ref, after):
+        _fail(
+            invariant,
+            f"eval output changed by up to {float((after - ref).abs().max()):.3g} after train-mode calls",
+            "the embedding weight is modified in place by the dropout (e.g. weight.data.mul_(mask)), so dropped "
+            "rows stay dropped",
+            "build a dropped copy for the forward pass (weight * mask, or emb * mask[tokens]) and never write the "
+            "weight",
+        )
+    scale = 1.0 / (1.0 - p)
+    nonzero = ref != 0
+    ratio = torch.where(nonzero, out / torch.where(nonzero, ref, torch.ones_like(ref)), torch.zeros_like(ref)).cpu()
+    kept = torch.isclose(ratio, torch.tensor(scale), rtol=1e-5, atol=0.0)  # [B, T, D]
+    dropped = (out == 0).cpu()
+    if not (kept | dropped | ~nonzero.cpu()).all():
+        seen = torch.unique(ratio[~(kept | dropped)])[:5].tolist()
+        non_inverted = any(math.isclose(v, 1.0, rel_tol=1e-5) for v in seen)
+        _fail(
+            invariant,
+            f"train/eval output takes values {[round(v, 4) for v in seen]} outside {{0, 1/(1-p) = {scale:.4g}}}",
+            "kept vectors are not rescaled by 1/(1-p) (non-inverted dropout)"
+            if non_inverted
+            else "the layer does more than mask and rescale (wrong scale, noise, or p used as the keep probability)",
+            "multiply kept rows by 1/(1-p): mask = bernoulli(1-p over the vocabulary) / (1-p)",
+        )
+    row_dropped = (dropped | ~nonzero.cpu()).all(dim=2)  # [B, T] whole vector zero
+    row_kept = (kept | ~nonzero.cpu()).all(dim=2)
+    if not (row_dropped | row_kept).all():
+        _fail(
+            invariant,
+            f"{int((~(row_dropped | row_kept)).sum())} of {tokens.numel()} positions lost only some features",
+            "elementwise dropout on the embedded output (nn.Dropout after the embedding), not word-type dropout",
+            "draw one Bernoulli per vocabulary row and index it by the tokens: emb * mask[tokens]",
+        )
+    ids = tokens.cpu()
+    per_sequence = torch.zeros(32, V, dtype=torch.long)  # dropped occurrences of each id in each row
+    total = torch.zeros(32, V, dtype=torch.long)
+    per_sequence.scatter_add_(1, ids, row_dropped.long())
+    total.scatter_add_(1, ids, torch.ones_like(ids))
+    present = total > 0
+    mixed = present & (per_sequence > 0) & (per_sequence < total)
+    if mixed.any():
+        _fail(
+            invariant,
+            f"{int(mixed.sum())} (row, word type) pairs have some occurrences dropped and others kept",
+            "the mask is drawn per position (token occurrences dropped, e.g. dropout on a [B, T, 1] mask), not per "
+            "word type",
+            "draw one Bernoulli per vocabulary row and index it by the tokens: emb * mask[tokens]",
+        )
+    type_dropped = (per_sequence > 0)[present]  # one entry per (row, type) present
+    shared = bool(((per_sequence > 0) == (per_sequence > 0)[:1]).all() or not (per_sequence > 0).any())
+    n = int(present[0].sum()) if shared else int(present.sum())
+    count = int((per_sequence[0] > 0).sum()) if shared else int(type_dropped.sum())
+    if _outside(count, n, p):
+        _fail(
+            invariant,
+            f"{count} of {n} word-type masks dropped (rate {count / n:.3f}), outside p={p} +/- 5 sigma",
+            "p used as the keep probability, or the mask drawn with another p",
+            "draw the mask with bernoulli(1 - p)",
+        )
+    if torch.equal(out, out_again):
+        _fail(
+            invariant,
+            "two train-mode calls applied the same mask",
+            "the mask is drawn once and cached across calls",
+            "draw a fresh mask in every forward call",
+        )
+    how = "per batch" if shared else "per sequence"
+    return CheckPassed(invariant, f"whole word types dropped ({how}), rate {count / n:.3f} for p={p}, eval untouched")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Weight drop (DropConnect on the recurrent weights)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _raw_weights(module: nn.Module) -> dict[str, nn.Parameter]:
+    return {name: p for name, p in module.named_parameters() if "weight_hh" in name and p.requires_grad}
+
+
+def _input_size(module: nn.Module) -> int | None:
+    for m in module.modules():
+        if isinstance(m, nn.RNNBase):
+            return int(m.input_size)
+    for name, p in module.named_parameters():
+        if "weight_ih" in name and p.dim() == 2:
+            return int(p.shape[1])
+    return None
+
+
+def _weight_grads(module: nn.Module, x: Tensor, weights: dict[str, nn.Parameter], probe: Tensor | None) -> Any:
+    out = module(x)
+    y = out[0] if isinstance(out, tuple) else out
+    if isinstance(y, nn.utils.rnn.PackedSequence):
+        y = y.data
+    if not isinstance(y, Tensor):
+        raise TypeError(f"the module must return the output tensor or (output, state) (got {type(y).__name__})")
+    if probe is None or probe.shape != y.shape:
+        probe = torch.randn(y.shape, generator=torch.Generator().manual_seed(_SEED)).to(y.device)
+    grads = torch.autograd.grad((y * probe).sum(), list(weights.values()), allow_unused=True)
+    return y.detach(), dict(zip(weights, grads, strict=True)), probe
+
+
+def check_weight_drop(module: nn.Module, *, p: float, input_size: int | None = None) -> CheckPassed:
+    """An RNN with DropConnect on its recurrent weights (``weight_hh*``, every layer and direction).
+
+    ``module(x[B, T, input_size])`` (batch-first) returns the output or ``(output, state)``; its raw recurrent
+    weights are the parameters whose names contain ``weight_hh``. A dropped entry of ``W_hh`` receives exactly zero
+    gradient, a kept one does not, so in train mode the fraction of exactly-zero gradient entries of each raw weight
+    must lie within 5 binomial sigma of p (one mask per forward, shared by all time steps: a mask redrawn every step
+    zeroes almost nothing), on reverse directions too. A second forward draws another mask; the raw weights keep
+    their values and stay the module's parameters; eval is deterministic and drops nothing.
+    """
+    invariant = "weight drop (DropConnect on weight_hh)"
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"module must be an nn.Module wrapping the RNN (got {type(module).__name__})")
+    p = _check_probability(p)
+    weights = _raw_weights(module)
+    if not weights:
+        names = [n for n, _ in module.named_parameters()][:8]
+        raise TypeError(
+            f"{type(module).__name__} has no trainable parameter named like 'weight_hh' (has {names}); weight drop "
+            "keeps the raw recurrent weights as parameters (e.g. rnn.weight_hh_l0, or weight_hh_l0_raw)"
+        )
+    size = input_size if input_size is not None else _input_size(module)
+    if size is None:
+        raise ValueError("cannot infer the input size (no nn.RNNBase inside, no weight_ih*); pass input_size=")
+    device = next(iter(weights.values())).device
+    x = torch.randn(4, 12, size, generator=torch.Generator().manual_seed(_SEED)).to(device)  # [B, T, D]
+    before = {name: w.detach().clone() for name, w in weights.items()}
+    with _untouched(module):
+        _set_mode(module, True)
+        torch.manual_seed(_SEED)
+        _, first, probe = _weight_grads(module, x, weights, None)
+        _, second, _ = _weight_grads(module, x, weights, probe)
+        changed = [n for n, w in weights.items() if not torch.equal(w.detach(), before[n])]
+        replaced = [n for n, w in _raw_weights(module).items() if n in weights and w is not weights[n]]
+        _set_mode(module, False)
+        torch.manual_seed(_SEED)
+        eval_out, eval_grads, _ = _weight_grads(module, x, weights, probe)
+        torch.manual_seed(_SEED + 1)
+        eval_again = _weight_grads(module, x, weights, probe)[0]
+    if changed or replaced:
+        _fail(
+            invariant,
+            f"the raw weights {changed or replaced} were {'modified' if changed else 'replaced'} by a forward pass",
+            "parameter surgery: the dropped weight is written into the raw parameter (weight.data = dropout(...)) "
+            "or the parameter is swapped, so the optimizer updates the wrong tensor",
+            "keep the raw weights untouched and pass the dropped copies for one call with torch.func.functional_call",
+        )
+    missing = [n for n, g in first.items() if g is None]
+    if missing:
+        _fail(
+            invariant,
+            f"the raw weights {missing} received no gradient in train mode",
+            "the dropped copy is computed from a detached weight or outside autograd, so the raw weight never learns",
+            "compute the dropped weight as weight * mask inside forward, from the raw Parameter",
+        )
+    if not torch.equal(eval_out, eval_again):
+        _fail(
+            invariant,
+            "two eval passes under different seeds differ",
+            "masks drawn in eval too (training=True hard-coded, as in awd-lstm's variational mode)",
+            "drop only when self.training",
+        )
+    eval_zero = {n: float((g == 0).double().mean()) for n, g in eval_grads.items() if g is not None}
+    if any(z > 0.5 * p for z in eval_zero.values()):
+        _fail(
+            invariant,
+            f"in eval mode {max(eval_zero.values()):.1%} of the recurrent-weight gradients are exactly zero",
+            "weights dropped in eval (training=True hard-coded)",
+            "drop only when self.training",
+        )
+    rates = []
+    for name, grad in first.items():
+        if grad is None:
+            continue  # reported above
+        zero = grad == 0
+        n, count = zero.numel(), int(zero.sum())
+        rates.append(f"{name} {count / n:.3f}")
+        if not _outside(count, n, p):
+            continue
+        if count / n < p:
+            reverse = "reverse" in name
+            plain = name.replace("_raw", "")
+            cause = (
+                f"the reverse direction's {plain} is not dropped (only the forward weights are masked, as in fastai "
+                "and PyTorch-NLP)"
+                if reverse and count == 0
+                else f"{plain} is not dropped: it is missing from the dropped names, or the mask is redrawn at every "
+                "time step (then an entry is zero only if dropped at all steps)"
+            )
+        else:
+            cause = "p used as the keep probability, or the mask drawn with another p"
+        _fail(
+            invariant,
+            f"{count} of {n} gradient entries of {name} are exactly zero (rate {count / n:.3f}), outside p={p} "
+            "+/- 5 sigma: the entries a mask drops must get no gradient",
+            cause,
+            "draw one mask per forward pass for every weight_hh* (reverse directions included) and run all time "
+            "steps with it",
+        )
+    same = [n for n in first if torch.equal(first[n] == 0, second[n] == 0)]
+    if same:
+        _fail(
+            invariant,
+            f"two train-mode forward passes dropped the same entries of {same}",
+            "the mask is drawn once (at construction or on the first call) and reused",
+            "draw a fresh mask in every forward pass",
+        )
+    return CheckPassed(invariant, f"zero-gradient rates {', '.join(rates)} for p={p}; fresh per forward; eval clean")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Weight-decay groups
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _embedding_names(model: nn.Module) -> set[str]:
+    return {
+        f"{mod_name}.{p_name}".lstrip(".")
+        for mod_name, mod in model.named_modules()
+        if isinstance(mod, (nn.Embedding, nn.EmbeddingBag))
+        for p_name, _ in mod.named_parameters(recurse=False)
+    }
+
+
+def check_decay_groups(model: nn.Module, optimizer: Any) -> CheckPassed:
+    """The optimizer's parameter groups decay weight matrices and spare biases and norm gains.
+
+    ``optimizer`` is a ``torch.optim.Optimizer`` or a callable ``make_optimizer(model) -> Optimizer``. Every
+    trainable parameter must sit in exactly one group; when any group has ``weight_decay > 0``, no 1-D parameter
+    (bias, LayerNorm/BatchNorm gain) may decay and every other matrix must (embeddings may go either way).
+    """
+    invariant = "weight-decay groups"
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module (got {type(model).__name__})")
+    if callable(optimizer) and not isinstance(optimizer, torch.optim.Optimizer):
+        optimizer = optimizer(model)
+    if not hasattr(optimizer, "param_groups"):
+        raise TypeError(
+            f"optimizer must be a torch.optim.Optimizer or make_optimizer(model) -> Optimizer "
+            f"(got {type(optimizer).__name__})"
+        )
+    where: dict[int, list[float]] = {}
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            where.setdefault(id(param), []).append(float(group.get("weight_decay", 0.0)))
+    embeddings = _embedding_names(model)
+    named = [(n, q) for n, q in model.named_parameters() if q.requires_grad]
+    missing = [n for n, q in named if id(q) not in where]
+    if missing:
+        _fail(
+            invariant,
+            f"trainable parameters {missing[:6]} are in no parameter group",
+            "the groups were built from a filter that drops some parameters (e.g. names matched against a fixed "
+            "list), so those parameters are never trained",
+            "partition every trainable parameter into exactly one group",
+        )
+    twice = [n for n, q in named if len(where[id(q)]) > 1]
+    if twice:
+        _fail(
+            invariant,
+            f"parameters {twice[:6]} are in more than one group",
+            "overlapping rules (e.g. 'weight' in name and dim >= 2 both add a parameter)",
+            "partition every trainable parameter into exactly one group",
+        )
+    decay = {n: where[id(q)][0] for n, q in named}
+    if not any(v > 0 for v in decay.values()):
+        return CheckPassed(invariant, f"{len(named)} parameters, none decays (weight_decay = 0 in every group)")
+    vectors = [n for n, q in named if q.dim() < 2 and decay[n] > 0]
+    if vectors:
+        gains = [n for n in vectors if not n.endswith("bias")]
+        if len(vectors) == len([n for n, q in named if q.dim() < 2]):
+            cause = "one group for all parameters (e.g. AdamW(model.parameters(), weight_decay=wd)) decays every bias"
+        elif gains and len(gains) == len(vectors):
+            cause = "a name rule that spares only 'bias' misses the norm gains (LayerNorm/BatchNorm .weight)"
+        else:
+            cause = "the no-decay rule misses some 1-D parameters"
+        _fail(
+            invariant,
+            f"1-D parameters {vectors[:6]} decay (weight_decay {max(decay[n] for n in vectors):g}): biases and norm "
+            "gains are pulled to zero",
+            cause,
+            "decay by shape: parameters with p.dim() >= 2 decay, the rest go to a group with weight_decay=0",
+        )
+    spared = [n for n, q in named if q.dim() >= 2 and decay[n] == 0 and n not in embeddings]
+    if spared:
+        _fail(
+            invariant,
+            f"weight matrices {spared[:6]} do not decay while other parameters do",
+            "an inverted or too-broad no-decay rule (e.g. every name containing 'weight' excluded)",
+            "decay by shape: parameters with p.dim() >= 2 decay, the rest go to a group with weight_decay=0",
+        )
+    n_decay = sum(v > 0 for v in decay.values())
+    emb = sorted({"decay" if decay[n] > 0 else "no decay" for n in embeddings if n in decay})
+    return CheckPassed(
+        invariant,
+        f"{n_decay} of {len(named)} parameters decay (all matrices), biases and gains spared"
+        + (f"; embeddings: {', '.join(emb)}" if emb else ""),
+    )
