@@ -10,25 +10,27 @@ from __future__ import annotations
 
 import copy
 import io
+import itertools
 import warnings
 
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from rnnreg.config import ModelConfig
 from rnnreg.data import PAD_ID, Batch
-from rnnreg.layers import dropout_mask, rnn_supports_autocast
+from rnnreg.layers import dropout_mask
 from rnnreg.model import NotebookBiLSTM, RegularizerNoOpWarning, SequenceClassifier, build_model
 from rnnreg.step import low_precision_modules, probe_autocast
 from rnnreg.testing import strategies as rst
 
 V, C = 30, 3  # vocab size, classes
 NO_DROPOUT = {"embed_p": 0.0, "input_p": 0.0, "hidden_p": 0.0, "weight_p": 0.0, "output_p": 0.0, "recurrent_p": 0.0}
-batches = rst.padded_batches(vocab_size=V, num_classes=C, max_batch=5, max_len=8)
+# T may exceed max(lengths): pad columns no row reaches, where a model reading T instead of lengths shows.
+batches = rst.padded_batches(vocab_size=V, num_classes=C, max_batch=5, max_len=8, max_extra_pad=3)
 
 
 def config(**changes: object) -> ModelConfig:
@@ -228,6 +230,99 @@ def test_weight_drop_uses_one_mask_per_pass_for_every_time_step(rnn: str, batch:
     torch.testing.assert_close(logits, expected)
 
 
+# ------------------------------------------------------------------- the dropouts are the promised kinds, end to end
+#
+# Checked through SequenceClassifier's output, whatever its internals: each claim says the training forward equals
+# an eval forward of the same model with a mask folded into its embedding weight, and the tests search the few
+# possible masks. Element-wise dropout (or a mask per position, or per time step) matches none of them.
+
+
+def embedding_of(model: nn.Module) -> nn.Embedding:
+    (embedding,) = [m for m in model.modules() if isinstance(m, nn.Embedding)]
+    return embedding
+
+
+def folded_logits(model: nn.Module, tokens: Tensor, lengths: Tensor, scale: Tensor, *, rows: bool) -> Tensor:
+    """Eval logits of a copy of ``model`` whose embedding weight is multiplied by ``scale``: per vocabulary row
+    (``rows=True``, scale[V]) or per feature column (scale[E])."""
+    folded = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        weight = embedding_of(folded).weight
+        weight.mul_(scale[:, None] if rows else scale[None, :])
+        return folded(tokens, lengths)
+
+
+def training_logits(model: nn.Module, tokens: Tensor, lengths: Tensor, seed: int) -> Tensor:
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        return model.train()(tokens, lengths)
+
+
+WORDS = (3, 7, 11)  # the only word types in the batch below
+
+
+def word_batch(seed: int) -> tuple[Tensor, Tensor]:
+    """Five rows of 3-7 tokens drawn from WORDS, padded to T = 9 > max(lengths)."""
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.tensor([7, 6, 5, 4, 3])
+    tokens = torch.tensor(WORDS)[torch.randint(len(WORDS), (5, 9), generator=g)]
+    tokens[torch.arange(9)[None, :] >= lengths[:, None]] = PAD_ID
+    return tokens, lengths
+
+
+@settings(max_examples=10)  # 8 candidate forwards per example (~0.3 s)
+@given(rnn=st.sampled_from(["lstm", "gru"]), seed=rst.seeds())
+def test_model_embedding_dropout_drops_word_types_with_one_mask_for_the_batch(rnn: str, seed: int) -> None:
+    """Training forward == eval forward with some vocabulary rows of the embedding zeroed and the rest scaled by
+    1/(1-p): one keep/drop per word type, shared by all its occurrences in every sequence."""
+    p = 0.5
+    model = model_for(config(rnn=rnn, embed_p=p, pooling="mean"), seed % 1000).double()
+    tokens, lengths = word_batch(seed)
+    trained = training_logits(model, tokens, lengths, seed)
+    candidates = []
+    for kept in itertools.product((0.0, 1.0 / (1.0 - p)), repeat=len(WORDS)):
+        scale = torch.ones(V, dtype=torch.float64)
+        scale[list(WORDS)] = torch.tensor(kept, dtype=torch.float64)
+        candidates.append(folded_logits(model, tokens, lengths, scale, rows=True))
+    gaps = [float((trained - c).abs().max()) for c in candidates]
+    assert min(gaps) < 1e-9, f"no word-type mask explains the training forward (closest differs by {min(gaps):.3g})"
+
+
+@settings(max_examples=10)  # 8 candidate forwards per example (~0.3 s)
+@given(rnn=st.sampled_from(["lstm", "gru"]), seed=rst.seeds())
+def test_model_input_dropout_is_one_mask_per_sequence_and_feature_constant_over_time(rnn: str, seed: int) -> None:
+    """Each row's training forward == its eval forward with the embedding's feature columns scaled by one
+    {0, 1/(1-p)} mask of that row: the same mask at every step of the sequence."""
+    p, E = 0.5, 3
+    model = model_for(config(rnn=rnn, embed_dim=E, input_p=p, pooling="mean"), seed % 1000).double()
+    tokens, lengths = word_batch(seed)
+    trained = training_logits(model, tokens, lengths, seed)
+    masks = list(itertools.product((0.0, 1.0 / (1.0 - p)), repeat=E))
+    candidates = [
+        folded_logits(model, tokens, lengths, torch.tensor(m, dtype=torch.float64), rows=False) for m in masks
+    ]
+    gaps = torch.stack([(trained - c).abs().amax(dim=1) for c in candidates])  # (masks, B)
+    unexplained = (gaps.amin(dim=0) >= 1e-9).nonzero().flatten().tolist()
+    assert not unexplained, f"rows {unexplained}: no mask constant over time explains the training forward"
+
+
+def test_model_input_dropout_draws_a_separate_mask_for_each_sequence() -> None:
+    """Over a few seeds the rows' masks differ (one mask shared by the whole batch would never differ)."""
+    p, E = 0.5, 3
+    model = model_for(config(input_p=p, embed_dim=E, pooling="mean")).double()
+    masks = list(itertools.product((0.0, 1.0 / (1.0 - p)), repeat=E))
+    distinct = set()
+    for seed in range(3):  # a correct model repeats one mask in all 5 rows with probability (1/8)**4 per seed
+        tokens, lengths = word_batch(seed)
+        trained = training_logits(model, tokens, lengths, seed)
+        candidates = [
+            folded_logits(model, tokens, lengths, torch.tensor(m, dtype=torch.float64), rows=False) for m in masks
+        ]
+        gaps = torch.stack([(trained - c).abs().amax(dim=1) for c in candidates])  # (masks, B)
+        distinct.add(len(set(gaps.argmin(dim=0).tolist())))
+    assert max(distinct) > 1
+
+
 @given(cfg=rst.model_configs(max_dim=6), batch=batches, extra=st.integers(0, 4), seed=rst.seeds())
 def test_train_mode_is_padding_invariant_at_a_fixed_seed(cfg: ModelConfig, batch: Batch, extra: int, seed: int) -> None:
     """No mask depends on T (embedding: per word type; locked: per sequence; weights; outputs), so pads stay inert."""
@@ -317,6 +412,20 @@ def test_deepcopy_state_dict_round_trip_and_to_preserve_outputs() -> None:
         assert double.train()(tokens, lengths).dtype == torch.float64  # masks follow the dtype too
 
 
+def bare_lstm_runs_bf16() -> bool:
+    """Whether a bare nn.LSTM runs forward and backward in bf16 under CPU autocast here (oneDNN raises on CPUs
+    without bf16 LSTM kernels): the independent answer rnnreg's own probe must agree with."""
+    lstm = nn.LSTM(3, 4, batch_first=True)
+    x = torch.randn(2, 5, 3, requires_grad=True, generator=torch.Generator().manual_seed(0))
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out, _ = lstm(x)
+        out.float().sum().backward()
+    except RuntimeError:
+        return False
+    return out.dtype == torch.bfloat16
+
+
 def test_bf16_autocast_logits_stay_close_to_fp32_and_are_labelled_honestly() -> None:
     cfg = config(embed_dim=16, hidden_dim=16, num_layers=2)
     model = model_for(cfg).eval()
@@ -332,7 +441,7 @@ def test_bf16_autocast_logits_stay_close_to_fp32_and_are_labelled_honestly() -> 
     scale = float(fp32.abs().max())
     torch.testing.assert_close(bf16.float(), fp32, rtol=1.6e-2, atol=1.6e-2 * scale)
     report = probe_autocast(model, Batch(tokens, lengths, torch.zeros(6, dtype=torch.int64)), "bf16")
-    rnn_low = rnn_supports_autocast("lstm", "cpu", torch.bfloat16)
+    rnn_low = bare_lstm_runs_bf16()  # asked of PyTorch directly, not of rnnreg's own probe
     rnns = {name for name in report if name.startswith("rnns.")}
     assert rnns and (rnns <= set(low_precision_modules(report))) == rnn_low
 

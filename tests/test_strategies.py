@@ -57,6 +57,23 @@ def test_padded_batches_reach_ragged_batches_and_every_real_token() -> None:
         assert bool((found.tokens == token).any())
 
 
+@given(batch=rst.padded_batches(vocab_size=7, num_classes=2, max_batch=4, max_len=5, max_extra_pad=3))
+def test_padded_batches_with_extra_pad_append_only_pad_columns(batch: Batch) -> None:
+    T = batch.tokens.shape[1]
+    longest = int(batch.lengths.max())
+    assert longest <= T <= longest + 3
+    assert bool((batch.tokens[:, longest:] == 0).all())
+    rows = [(batch.tokens[i, :n].tolist(), 0) for i, n in enumerate(batch.lengths.tolist())]
+    assert torch.equal(collate(rows).tokens, batch.tokens[:, :longest])  # collate's layout, plus pad columns
+
+
+def test_padded_batches_reach_widths_past_the_longest_row() -> None:
+    # The case padding claims are about: pad columns no row reaches (a model reading T instead of the lengths).
+    strategy = rst.padded_batches(vocab_size=4, num_classes=2, max_batch=3, max_len=4, max_extra_pad=2)
+    wide = find(strategy, lambda b: b.tokens.shape[1] == int(b.lengths.max()) + 2, settings=FIND)
+    assert wide.tokens.shape[1] > int(wide.lengths.max())
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
@@ -65,6 +82,7 @@ def test_padded_batches_reach_ragged_batches_and_every_real_token() -> None:
         ({"min_len": 0}, "min_len must be >= 1"),
         ({"pad_id": 9}, "pad_id must be a token id below vocab_size=9"),
         ({"max_batch": 0}, "max_batch must be >= 1"),
+        ({"max_extra_pad": -1}, "max_extra_pad must be >= 0"),
     ],
 )
 def test_padded_batches_reject_bad_arguments(kwargs: dict[str, int], match: str) -> None:

@@ -61,11 +61,20 @@ def dropout_probs(max_p: float = 0.9, *, min_p: float = 0.0) -> st.SearchStrateg
 
 @st.composite
 def _padded_batch(
-    draw: st.DrawFn, vocab_size: int, num_classes: int, max_batch: int, min_len: int, max_len: int, pad_id: int
+    draw: st.DrawFn,
+    vocab_size: int,
+    num_classes: int,
+    max_batch: int,
+    min_len: int,
+    max_len: int,
+    pad_id: int,
+    max_extra_pad: int,
 ) -> Batch:
     size = draw(st.integers(min_value=1, max_value=max_batch))
     lengths = draw(st.lists(st.integers(min_value=min_len, max_value=max_len), min_size=size, max_size=size))
-    T = max(lengths)  # as collate pads: the longest row sets the width, so at least one row is at full length
+    # As collate pads, the longest row sets the width; max_extra_pad > 0 adds pad columns past it, the case where
+    # a model that reads (or draws masks over) the padded width T rather than the lengths gives itself away.
+    T = max(lengths) + draw(st.integers(min_value=0, max_value=max_extra_pad))
     # Real tokens are every id but pad_id: draw k in [0, vocab_size - 1) and skip over pad_id.
     real = st.integers(min_value=0, max_value=vocab_size - 2).map(lambda k: k + int(k >= pad_id))
     tokens = torch.full((size, T), pad_id, dtype=torch.int64)  # [B, T]
@@ -77,11 +86,19 @@ def _padded_batch(
 
 
 def padded_batches(
-    *, vocab_size: int, num_classes: int, max_batch: int, max_len: int, min_len: int = 1, pad_id: int = PAD_ID
+    *,
+    vocab_size: int,
+    num_classes: int,
+    max_batch: int,
+    max_len: int,
+    min_len: int = 1,
+    pad_id: int = PAD_ID,
+    max_extra_pad: int = 0,
 ) -> st.SearchStrategy[Batch]:
     """Variable-length padded batches, laid out as :func:`rnnreg.data.collate` lays them out.
 
-    ``tokens[B, T]`` int64 with ``T = max(lengths)`` (so at least one row is at full length), pad positions hold
+    ``tokens[B, T]`` int64 with ``T = max(lengths)`` (so at least one row is at full length) plus 0 to
+    ``max_extra_pad`` extra columns of pads (default 0: exactly collate's layout), pad positions hold
     ``pad_id`` and real positions any id in ``[0, vocab_size)`` except ``pad_id``; ``lengths[B]`` int64 on the CPU
     in ``[min_len, max_len]``; ``labels[B]`` int64 in ``[0, num_classes)``; ``1 <= B <= max_batch``.
 
@@ -95,9 +112,10 @@ def padded_batches(
     _at_least("min_len", min_len, 1)  # an RNN needs at least one real step per row
     _at_least("max_len", max_len, min_len)
     _at_least("pad_id", pad_id, 0)
+    _at_least("max_extra_pad", max_extra_pad, 0)
     if pad_id >= vocab_size:
         raise ValueError(f"pad_id must be a token id below vocab_size={vocab_size} (got {pad_id})")
-    return _padded_batch(vocab_size, num_classes, max_batch, min_len, max_len, pad_id)
+    return _padded_batch(vocab_size, num_classes, max_batch, min_len, max_len, pad_id, max_extra_pad)
 
 
 @st.composite
