@@ -5,8 +5,6 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from rnnreg.config import DataConfig, Experiment, ModelConfig, TrainConfig, apply_overrides, valid_keys
 
@@ -101,12 +99,74 @@ def test_override_values_are_validated_like_constructor_arguments() -> None:
         apply_overrides(Experiment(), ["model.embed_p=1.5"])
 
 
-@given(st.sampled_from(valid_keys()))
+@pytest.mark.parametrize("key", valid_keys())  # every key, not a sample
 def test_every_key_accepts_its_own_default_back(key: str) -> None:
     section, name = key.split(".")
     default = getattr(getattr(Experiment(), section), name)
     text = str(default).lower() if isinstance(default, bool) else str(default)
     assert apply_overrides(Experiment(), [f"{key}={text}"]) == Experiment()
+
+
+# A valid value other than the default for every key, as typed on the command line and as parsed by hand. Mixed
+# case in the strings: a parser that lowercases (or otherwise rewrites) values breaks paths and column names.
+NON_DEFAULT: dict[str, tuple[str, object]] = {
+    "data.source": ("Reviews/My_Data.CSV", "Reviews/My_Data.CSV"),
+    "data.text_col": ("Review Text", "Review Text"),
+    "data.label_col": ("Sentiment", "Sentiment"),
+    "data.val_frac": ("0.2", 0.2),
+    "data.test_frac": ("0.15", 0.15),
+    "data.split_seed": ("7", 7),
+    "data.min_freq": ("2", 2),
+    "data.max_vocab": ("5000", 5000),
+    "data.max_len": ("64", 64),
+    "model.arch": ("notebook", "notebook"),
+    "model.rnn": ("gru", "gru"),
+    "model.embed_dim": ("32", 32),
+    "model.hidden_dim": ("64", 64),
+    "model.num_layers": ("3", 3),
+    "model.bidirectional": ("false", False),
+    "model.pooling": ("mean", "mean"),
+    "model.embed_p": ("0.25", 0.25),
+    "model.input_p": ("0.1", 0.1),
+    "model.hidden_p": ("0.2", 0.2),
+    "model.weight_p": ("0.5", 0.5),
+    "model.output_p": ("0.45", 0.45),
+    "model.recurrent_p": ("0.15", 0.15),
+    "train.epochs": ("3", 3),
+    "train.batch_size": ("16", 16),
+    "train.eval_batch_size": ("128", 128),
+    "train.lr": ("0.01", 0.01),
+    "train.optimizer": ("sgd", "sgd"),
+    "train.weight_decay": ("0.1", 0.1),
+    "train.decay_embedding": ("false", False),
+    "train.decay_bias_and_norm": ("true", True),
+    "train.momentum": ("0.5", 0.5),
+    "train.clip": ("value", "value"),
+    "train.max_norm": ("2.5", 2.5),
+    "train.max_value": ("0.25", 0.25),
+    "train.label_smoothing": ("0.05", 0.05),
+    "train.amp": ("bf16", "bf16"),
+    "train.device": ("auto", "auto"),
+    "train.patience": ("3", 3),
+    "train.bucket": ("false", False),
+    "train.max_skipped_steps": ("7", 7),
+}
+CONTEXT = {"model.hidden_p": {"num_layers": 2}}  # hidden_p acts between layers: one layer refuses it
+
+
+@pytest.mark.parametrize("key", valid_keys())
+def test_every_key_sets_a_non_default_value_on_its_field_and_nothing_else(key: str) -> None:
+    assert key in NON_DEFAULT, f"add a non-default value for {key} to NON_DEFAULT"
+    section, name = key.split(".")
+    text, value = NON_DEFAULT[key]
+    default = Experiment()
+    assert getattr(getattr(default, section), name) != value
+    context = CONTEXT.get(key, {})
+    given_text = [f"{section}.{k}={v}" for k, v in context.items()]
+    got = apply_overrides(default, [*given_text, f"{key}={text}"])
+    changed = dataclasses.replace(getattr(default, section), **context, **{name: value})
+    assert got == dataclasses.replace(default, **{section: changed})
+    assert type(getattr(getattr(got, section), name)) is type(value)
 
 
 def test_experiment_round_trips_through_a_dict() -> None:
