@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import errno
 import json
 import os
+import shlex
+import signal
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -55,7 +59,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed for initialisation, dropout and batch order")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE", help="override a setting")
     p.add_argument("--out", type=Path, help="output folder (default: runs/<dataset>-seed<seed>)")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run from --out/last.pt")
+    p.add_argument(
+        "--resume", action="store_true", help="continue an interrupted run from --out/last.pt (exit 2 if none)"
+    )
 
     p = sub.add_parser("evaluate", help="evaluate a checkpoint written by `rnnreg train`")
     p.add_argument("checkpoint", type=Path)
@@ -129,8 +135,42 @@ def _format_epoch(record: EpochRecord, epochs: int) -> str:
     return line + f"  ({record.seconds:.1f}s)"
 
 
+class _Signalled(BaseException):
+    """SIGINT or SIGTERM arrived; a BaseException, like KeyboardInterrupt, so no ``except Exception`` swallows it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """Turn SIGINT and SIGTERM into :class:`_Signalled` for the block; the previous handlers come back after it."""
+
+    def handler(signum: int, _frame: object) -> None:
+        raise _Signalled(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _resume_command(argv: Sequence[str], out_dir: Path) -> str:
+    """The user's own command with ``--out`` made explicit and ``--resume`` added."""
+    argv = list(argv)
+    if not any(a == "--out" or a.startswith("--out=") for a in argv):
+        argv += ["--out", str(out_dir)]
+    if "--resume" not in argv:
+        argv.append("--resume")
+    return "rnnreg " + shlex.join(argv)
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
-    from rnnreg.fit import fit, prepare
+    from rnnreg.fit import TrainingDiverged, fit, prepare, read_checkpoint
+    from rnnreg.fsio import OutputLock, remove_temp_files
 
     sets = _data_overrides(args) + list(args.set)
     if args.epochs is not None:
@@ -138,8 +178,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
             return _fail(f"--epochs must be >= 1 (got {args.epochs}); e.g. --epochs 10")
         sets.append(f"train.epochs={args.epochs}")
     experiment = apply_overrides(Experiment(), sets)
-    data = prepare(experiment.data)
     out_dir = args.out or Path("runs") / f"{Path(experiment.data.source).stem}-seed{args.seed}"
+    last = out_dir / "last.pt"
+    if args.resume and not last.is_file():
+        return _fail(f"--resume: nothing to resume, {last} does not exist; run without --resume to start afresh")
+    data = prepare(experiment.data)
     print(f"data: {data.corpus.describe()}; vocabulary {len(data.vocab)} (built on the training split)")
     m, t = experiment.model, experiment.train
     probs = ", ".join(f"{name}={getattr(m, name)}" for name in m.dropout_fields())
@@ -151,14 +194,33 @@ def _cmd_train(args: argparse.Namespace) -> int:
         f"train: {t.optimizer} lr={t.lr} weight_decay={t.weight_decay}, clip {t.clip}, "
         f"label_smoothing={t.label_smoothing}, amp={t.amp}, batch {t.batch_size}, seed {args.seed} -> {out_dir}"
     )
-    result = fit(
-        experiment,
-        data,
-        args.seed,
-        out_dir=out_dir,
-        resume=args.resume,
-        progress=lambda r: print(_format_epoch(r, t.epochs), flush=True),
-    )
+
+    def progress(record: EpochRecord) -> None:
+        print(_format_epoch(record, t.epochs), flush=True)
+
+    try:
+        # The lock also proves --out writable before any training; a second run on the same --out is refused.
+        with OutputLock(out_dir), _stop_on_signals():
+            remove_temp_files(out_dir)  # left by a run that was killed mid-write; ours alone while we hold the lock
+            result = fit(experiment, data, args.seed, out_dir=out_dir, resume=args.resume, progress=progress)
+    except _Signalled as stop:
+        name = signal.Signals(stop.signum).name
+        if last.is_file():  # every write is atomic: last.pt is the last complete epoch, whenever the signal came
+            epoch = read_checkpoint(last, "training")["epoch"]
+            kept = f"{last} holds epoch {epoch}; continue with: {_resume_command(args.argv, out_dir)}"
+        else:
+            kept = "no epoch had finished, so there is nothing to resume"
+        print(f"rnnreg: stopped by {name}; {kept}", file=sys.stderr)
+        return 128 + stop.signum  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
+    except TrainingDiverged as e:
+        return _fail(str(e), 1)
+    except OSError as e:
+        code = errno.errorcode.get(e.errno or 0, "error")
+        return _fail(
+            f"writing to {out_dir} failed: {e.strerror or e} ({code}); files already there are intact (each is "
+            "replaced only when its new version is complete); free space or fix the disk, then rerun with --resume",
+            1,
+        )
     h = result.history
     if t.amp != "off":
         ran = ", ".join(h.low_precision) or "nothing"
@@ -282,7 +344,9 @@ COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     from rnnreg.data import DatasetUnavailableError
 
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
+    args.argv = argv  # for the resume command that `train` prints when it is stopped
     warnings.simplefilter("default")  # show library warnings (a no-op regularizer, an amp that did not apply) once
     try:
         return COMMANDS[args.command](args)
@@ -290,6 +354,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("RNNREG_DEBUG"):
             raise  # the full traceback, for bug reports
         return _fail(str(e))
+    except OSError as e:  # a file the command reads or writes: say which and why, in one line
+        if os.environ.get("RNNREG_DEBUG"):
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        return _fail(f"{where}{e.strerror or e} ({errno.errorcode.get(e.errno or 0, 'OSError')})", 1)
     except KeyboardInterrupt:
         return _fail("interrupted; `rnnreg train --resume` continues from the last finished epoch", 130)
 

@@ -170,6 +170,9 @@ class TrainConfig(_Section):
     device: str = "cpu"
     patience: int = 0  # epochs without a better val macro-F1 before stopping; 0 never stops early
     bucket: bool = True  # batch texts of similar length together (less padding, same results per text)
+    # Consecutive steps skipped for non-finite gradients before fit raises TrainingDiverged; 0 never stops. fp16's
+    # GradScaler skips a handful of steps while it finds its scale, so this sits well above that.
+    max_skipped_steps: int = 50
 
     def __post_init__(self) -> None:
         self._check_types()
@@ -180,7 +183,7 @@ class TrainConfig(_Section):
         _one_of(s, "device", self.device, DEVICES)
         for name in ("epochs", "batch_size", "eval_batch_size", "lr", "max_norm", "max_value"):
             _positive(s, name, getattr(self, name))
-        for name in ("weight_decay", "momentum", "patience"):
+        for name in ("weight_decay", "momentum", "patience", "max_skipped_steps"):
             _positive(s, name, getattr(self, name), allow_zero=True)
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"{s}.label_smoothing must be in [0, 1) (got {self.label_smoothing!r}); e.g. 0.1")

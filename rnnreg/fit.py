@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import copy
+import hashlib
+import io
 import json
 import math
-import os
-import tempfile
+import pickle
+import re
 import time
 import warnings
+import zipfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,7 +23,8 @@ import torch.nn.functional as F
 from sklearn.metrics import f1_score
 from torch import Tensor, nn
 
-from rnnreg.config import DataConfig, Experiment
+from rnnreg import fsio
+from rnnreg.config import DataConfig, Experiment, TrainConfig
 from rnnreg.data import Corpus, Vocab, build_vocab, encode, iterate_batches, load_corpus
 from rnnreg.model import build_model
 from rnnreg.step import (
@@ -34,7 +38,11 @@ from rnnreg.step import (
 )
 
 Encoded = list[tuple[list[int], int]]
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 1  # written into every checkpoint; readers refuse any format they do not know
+
+
+class TrainingDiverged(RuntimeError):
+    """``train.max_skipped_steps`` consecutive steps had non-finite gradients; ``out_dir/last.pt`` is left as it was."""
 
 
 @dataclass(frozen=True)
@@ -146,31 +154,71 @@ def evaluate(
     return Metrics(loss, accuracy, f1, len(labels))
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
-    """Write to a temporary file in the same folder, then rename: an interruption never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def _save_checkpoint(obj: dict[str, Any], path: Path) -> None:
+    """Serialise in memory, then write atomically: a kill, ENOSPC or EIO leaves the previous file as it was."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    fsio.atomic_write_bytes(path, buffer.getvalue())
+
+
+def _vocab_digest(vocab: Vocab) -> str:
+    return hashlib.sha256("\n".join(vocab.itos).encode("utf-8")).hexdigest()
+
+
+_KINDS = {"model": "a model checkpoint (model.pt)", "training": "a training state (last.pt)"}
+
+
+def read_checkpoint(path: Path, kind: str, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """``torch.load(weights_only=True)`` plus the checks every reader needs; each refusal is a one-line ValueError.
+
+    Args:
+        path: the file to read.
+        kind: ``'model'`` (model.pt: weights, config, vocabulary) or ``'training'`` (last.pt: exact-resume state).
+        map_location: passed to ``torch.load``.
+    """
+    path = Path(path)
+    fix = "pass the model.pt that `rnnreg train` wrote" if kind == "model" else "delete it to start afresh"
+    if not path.is_file():
+        raise ValueError(f"checkpoint {str(path)!r} does not exist; {fix}")
+    # torch writes zip archives; anything else is truncated (no central directory) or another kind of file.
+    if not zipfile.is_zipfile(path):
+        raise ValueError(
+            f"{str(path)!r} is not a readable rnnreg checkpoint: not a complete PyTorch file "
+            f"(truncated, or another kind of file); {fix}"
+        )
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(text: str, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"GLOBAL (\S+)", str(e))
+        what = f"a call to {found.group(1)}" if found else "an object that is not plain data"
+        raise ValueError(
+            f"{str(path)!r} was refused: it holds {what}, which torch.load(weights_only=True) never runs; "
+            "rnnreg checkpoints hold only tensors and plain data, so this file did not come from rnnreg"
+        ) from None
+    except Exception as e:  # torch raises many types for a damaged archive
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise ValueError(
+            f"{str(path)!r} is not a readable rnnreg checkpoint ({type(e).__name__}: {first[:200]}); {fix}"
+        ) from None
+    if not isinstance(ckpt, dict) or "format" not in ckpt:
+        raise ValueError(f"{str(path)!r} is a PyTorch file but not an rnnreg checkpoint (it has no format); {fix}")
+    if ckpt["format"] != CHECKPOINT_FORMAT:
+        raise ValueError(
+            f"{str(path)!r} has checkpoint format {ckpt['format']!r}, and this rnnreg reads format "
+            f"{CHECKPOINT_FORMAT}; use the rnnreg version that wrote it, or train again"
+        )
+    found_kind = ckpt.get("kind", "training" if "optimizer" in ckpt else "model")  # files from before 'kind'
+    if found_kind != kind:
+        raise ValueError(f"{str(path)!r} is {_KINDS.get(found_kind, repr(found_kind))}, not {_KINDS[kind]}; {fix}")
+    return ckpt
 
 
 def save_model(path: Path, model: nn.Module, experiment: Experiment, data: Prepared, history: History) -> None:
     """A self-contained model checkpoint: weights, config, vocabulary and label names (loads with weights_only)."""
-    _atomic_save(
+    _save_checkpoint(
         {
             "format": CHECKPOINT_FORMAT,
+            "kind": "model",  # no optimizer state: only what inference needs
             "experiment": experiment.to_dict(),
             "model": model.state_dict(),
             "vocab": data.vocab.to_dict(),
@@ -192,21 +240,22 @@ class Loaded:
 def load_model(path: str | Path) -> Loaded:
     """Load a checkpoint written by :func:`save_model`, with ``torch.load(weights_only=True)``."""
     path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"checkpoint {str(path)!r} does not exist; pass the model.pt that `rnnreg train` wrote")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for a file that is not a checkpoint
-        raise ValueError(f"{str(path)!r} is not a readable rnnreg checkpoint ({type(e).__name__}: {e})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{str(path)!r} is not an rnnreg checkpoint of format {CHECKPOINT_FORMAT}")
+    ckpt = read_checkpoint(path, "model")
+    missing = sorted({"experiment", "model", "vocab", "label_names"} - set(ckpt))
+    if missing:
+        raise ValueError(f"{str(path)!r} lacks {', '.join(missing)}: not a complete rnnreg model checkpoint")
     experiment = Experiment.from_dict(ckpt["experiment"])
     vocab = Vocab.from_dict(ckpt["vocab"])
     label_names = list(ckpt["label_names"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a no-op regularizer was already reported when the model was trained
         model = build_model(experiment.model, len(vocab), len(label_names))
-    model.load_state_dict(ckpt["model"])
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError:
+        raise ValueError(
+            f"{str(path)!r}: its weights do not fit the model its own config describes; the file was altered"
+        ) from None
     return Loaded(model, experiment, vocab, label_names)
 
 
@@ -219,11 +268,16 @@ def _training_state(
     history: History,
     best_state: dict[str, torch.Tensor],
     seed: int,
+    task: dict[str, Any],
+    skip_streak: int,
 ) -> dict[str, Any]:
     return {
         "format": CHECKPOINT_FORMAT,
+        "kind": "training",
         "epoch": epoch,
         "seed": seed,
+        "task": task,  # what the run trains on and how; a resume with anything else is refused
+        "skip_streak": skip_streak,
         "model": model.state_dict(),
         "best_model": best_state,
         "optimizer": optimizer.state_dict(),
@@ -232,6 +286,39 @@ def _training_state(
         "batch_rng": batch_gen.get_state(),
         "history": history.to_dict(),
     }
+
+
+def _check_same_task(path: Path, stored: dict[str, Any] | None, current: dict[str, Any]) -> None:
+    """Refuse, in one line, to resume a ``last.pt`` that another configuration or data set wrote."""
+    if stored is None:
+        return  # written before tasks were recorded; the seed check above still applies
+    if stored["label_names"] != current["label_names"]:
+        raise ValueError(
+            f"{path} was trained on labels {stored['label_names']}, this data has {current['label_names']}; "
+            "use another --out for another data set"
+        )
+    if stored["vocab"] != current["vocab"]:
+        raise ValueError(f"{path} was trained with another vocabulary (other data); use another --out for this data")
+    diffs = [
+        f"{section}.{name}: {value!r} -> {current['experiment'][section].get(name)!r}"
+        for section, fields in stored["experiment"].items()
+        for name, value in fields.items()
+        if current["experiment"].get(section, {}).get(name) != value
+    ]
+    if diffs:
+        raise ValueError(
+            f"{path} was written with other settings ({'; '.join(diffs)}); resume with the same --set values "
+            "(only --epochs may change), or use another --out"
+        )
+
+
+def _diverged_message(streak: int, epoch: int, tc: TrainConfig, last_path: Path | None) -> str:
+    kept = f"; {last_path} keeps the last finished epoch" if last_path is not None and last_path.is_file() else ""
+    return (
+        f"training diverged: {streak} consecutive steps in epoch {epoch} had non-finite gradients and were skipped; "
+        f"try a lower train.lr (now {tc.lr:g}), train.clip=norm (now {tc.clip}), or train.amp=bf16 instead of fp16"
+        f" (now {tc.amp}){kept}"
+    )
 
 
 def fit(
@@ -250,10 +337,13 @@ def fit(
         data: the prepared corpus (see :func:`prepare`).
         seed: seeds initialisation, dropout and batch order; the same seed gives bit-identical CPU training.
         out_dir: where checkpoints go; nothing is written without it.
-        resume: continue from ``out_dir/last.pt`` when it exists; the result equals an uninterrupted run.
+        resume: continue from ``out_dir/last.pt`` when it exists (a fresh start when it does not; the CLI refuses
+            that case); the result equals an uninterrupted run. A ``last.pt`` of another task is refused.
         progress: called with each finished epoch's record.
     Returns:
         The model with its best validation weights restored (or its last, without a validation split), and history.
+    Raises:
+        TrainingDiverged: after ``train.max_skipped_steps`` consecutive steps skipped for non-finite gradients.
     """
     tc = experiment.train
     device = resolve_device(tc.device)
@@ -266,14 +356,19 @@ def fit(
     batch_gen = torch.Generator().manual_seed(seed)
     history = History()
     best_state = copy.deepcopy(model.state_dict())
-    start = 0
+    start, skip_streak = 0, 0
+    # The epoch count and the divergence limit may change on resume; anything else would not continue the same run.
+    same_run = experiment.to_dict()
+    del same_run["train"]["epochs"], same_run["train"]["max_skipped_steps"]
+    task = {"experiment": same_run, "label_names": list(data.corpus.label_names), "vocab": _vocab_digest(data.vocab)}
 
     # Resume: restore every piece of state an uninterrupted run would carry into the next epoch.
     last_path = out_dir / "last.pt" if out_dir is not None else None
     if resume and last_path is not None and last_path.is_file():
-        state = torch.load(last_path, map_location=device, weights_only=True)
+        state = read_checkpoint(last_path, "training", map_location=device)
         if state["seed"] != seed:
             raise ValueError(f"{last_path} was written with seed {state['seed']}, not {seed}; resume with that seed")
+        _check_same_task(last_path, state.get("task"), task)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
@@ -281,7 +376,7 @@ def fit(
         batch_gen.set_state(state["batch_rng"].cpu())
         history = History.from_dict(state["history"])
         best_state = state["best_model"]
-        start = state["epoch"]
+        start, skip_streak = state["epoch"], state.get("skip_streak", 0)
 
     # What autocast really reaches on this device decides the label of the run, never the request.
     if tc.amp != "off" and data.train:
@@ -296,7 +391,8 @@ def fit(
                 stacklevel=2,
             )
 
-    for epoch in range(start + 1, tc.epochs + 1):
+    last_epoch = start if history.stopped_early else tc.epochs  # a run that stopped early has finished
+    for epoch in range(start + 1, last_epoch + 1):
         # Train one epoch.
         t0 = time.perf_counter()
         model.train()
@@ -305,6 +401,9 @@ def fit(
             batch = batch.to(device)
             stats = train_step(model, batch, optimizer, scaler, tc)
             skipped += stats.skipped
+            skip_streak = skip_streak + 1 if stats.skipped else 0
+            if tc.max_skipped_steps and skip_streak >= tc.max_skipped_steps:
+                raise TrainingDiverged(_diverged_message(skip_streak, epoch, tc, last_path))
             if not stats.skipped:
                 losses.append(stats.loss)
                 norms.append(stats.grad_norm)
@@ -331,8 +430,10 @@ def fit(
         if tc.patience and epoch - history.best_epoch >= tc.patience:
             history.stopped_early = True
         if last_path is not None:
-            state = _training_state(epoch, model, optimizer, scaler, batch_gen, history, best_state, seed)
-            _atomic_save(state, last_path)
+            state = _training_state(
+                epoch, model, optimizer, scaler, batch_gen, history, best_state, seed, task, skip_streak
+            )
+            _save_checkpoint(state, last_path)
         if progress is not None:
             progress(record)
         if history.stopped_early:
@@ -345,5 +446,5 @@ def fit(
     if out_dir is not None:
         save_model(out_dir / "model.pt", model, experiment, data, history)
         metrics = {"seed": seed, "history": history.to_dict(), "test": asdict(test) if test else None}
-        atomic_write_text(json.dumps(metrics, indent=2) + "\n", out_dir / "metrics.json")
+        fsio.atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return FitResult(model, history, test)

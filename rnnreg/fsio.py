@@ -95,6 +95,16 @@ def append_line(path: Path, line: str) -> None:
         os.close(fd)
 
 
+def remove_temp_files(folder: Path) -> list[Path]:
+    """Delete the temporary files that killed :func:`atomic_write_bytes` calls left in ``folder``; hold its lock."""
+    removed = []
+    for path in Path(folder).glob(".*.tmp"):
+        if path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
 def check_writable(folder: Path) -> None:
     """Create ``folder`` if needed and prove a file can be written there; raise ``ValueError`` with the fix if not."""
     folder = Path(folder)
