@@ -197,6 +197,12 @@ def _weight_grads(module: nn.Module, x: Tensor, weights: dict[str, nn.Parameter]
     return y.detach(), dict(zip(weights, grads, strict=True)), probe
 
 
+def _zero_count(passes: list[dict[str, Tensor | None]], name: str) -> tuple[int, int]:
+    """(entries, exactly-zero entries) of one weight's gradient over all passes."""
+    zeros = [g == 0 for g in (grads[name] for grads in passes) if g is not None]
+    return sum(z.numel() for z in zeros), sum(int(z.sum()) for z in zeros)
+
+
 def check_weight_drop(module: nn.Module, *, p: float, input_size: int | None = None) -> CheckPassed:
     """An RNN with DropConnect on its recurrent weights (``weight_hh*``, every layer and direction).
 
@@ -223,12 +229,21 @@ def check_weight_drop(module: nn.Module, *, p: float, input_size: int | None = N
         raise ValueError("cannot infer the input size (no nn.RNNBase inside, no weight_ih*); pass input_size=")
     device = next(iter(weights.values())).device
     x = torch.randn(4, 12, size, generator=torch.Generator().manual_seed(_SEED)).to(device)  # [B, T, D]
+    # Enough forward passes that each weight's zero count is measured on >= 1000 entries: 5 sigma is then tight.
+    passes = min(50, max(2, math.ceil(1000 / min(w.numel() for w in weights.values()))))
     before = {name: w.detach().clone() for name, w in weights.items()}
     with _untouched(module):
         _set_mode(module, True)
         torch.manual_seed(_SEED)
-        _, first, probe = _weight_grads(module, x, weights, None)
-        _, second, _ = _weight_grads(module, x, weights, probe)
+        probe = None
+        train: list[dict[str, Tensor | None]] = []
+        for _ in range(passes):
+            _, grads, probe = _weight_grads(module, x, weights, probe)
+            train.append(grads)
+        # Two steps: W_hh acts once (h0 = 0), so a mask redrawn per step and one per forward drop alike.
+        short: list[dict[str, Tensor | None]] = [
+            _weight_grads(module, x[:, :2], weights, None)[1] for _ in range(passes)
+        ]
         changed = [n for n, w in weights.items() if not torch.equal(w.detach(), before[n])]
         replaced = [n for n, w in _raw_weights(module).items() if n in weights and w is not weights[n]]
         _set_mode(module, False)
@@ -236,6 +251,7 @@ def check_weight_drop(module: nn.Module, *, p: float, input_size: int | None = N
         eval_out, eval_grads, _ = _weight_grads(module, x, weights, probe)
         torch.manual_seed(_SEED + 1)
         eval_again = _weight_grads(module, x, weights, probe)[0]
+    first = train[0]
     if changed or replaced:
         _fail(
             invariant,
@@ -267,44 +283,52 @@ def check_weight_drop(module: nn.Module, *, p: float, input_size: int | None = N
             "weights dropped in eval (training=True hard-coded)",
             "drop only when self.training",
         )
+    zero_sets = {n: [g == 0 for g in (t[n] for t in train) if g is not None] for n in first}
+    same = [n for n, z in zero_sets.items() if bool(z[0].any()) and all(torch.equal(z[0], other) for other in z[1:])]
+    if same:
+        _fail(
+            invariant,
+            f"{passes} train-mode forward passes dropped the same entries of {same}",
+            "the mask is drawn once (at construction or on the first call) and reused",
+            "draw a fresh mask in every forward pass",
+        )
     rates = []
-    for name, grad in first.items():
-        if grad is None:
-            continue  # reported above
-        zero = grad == 0
-        n, count = zero.numel(), int(zero.sum())
+    for name in first:
+        n, count = _zero_count(train, name)
         rates.append(f"{name} {count / n:.3f}")
         if not _outside(count, n, p):
             continue
         if count / n < p:
             reverse = "reverse" in name
-            plain = name.replace("_raw", "")
-            cause = (
-                f"the reverse direction's {plain} is not dropped (only the forward weights are masked, as in fastai "
-                "and PyTorch-NLP)"
-                if reverse and count == 0
-                else f"{plain} is not dropped: it is missing from the dropped names, or the mask is redrawn at every "
-                "time step (then an entry is zero only if dropped at all steps)"
-            )
+            plain = name.replace("_raw", "").rsplit(".", 1)[-1]
+            short_n, short_count = _zero_count(short, name)
+            if not _outside(short_count, short_n, p):
+                cause = (
+                    f"the mask of {plain} is redrawn at every time step: over 2 steps the zero rate is p, over 12 "
+                    "an entry gets no gradient only if dropped at every step"
+                )
+            elif count == 0:
+                cause = (
+                    f"the reverse direction's {plain} is not dropped (only the forward weights are masked, as in "
+                    "fastai and PyTorch-NLP)"
+                    if reverse
+                    else f"{plain} is not dropped (missing from the dropped names)"
+                )
+            else:
+                cause = "fewer entries than p are dropped (the mask drawn with another p)"
         else:
             cause = "p used as the keep probability, or the mask drawn with another p"
         _fail(
             invariant,
-            f"{count} of {n} gradient entries of {name} are exactly zero (rate {count / n:.3f}), outside p={p} "
-            "+/- 5 sigma: the entries a mask drops must get no gradient",
+            f"{count} of {n} gradient entries of {name} over {passes} forward passes are exactly zero (rate "
+            f"{count / n:.3f}), outside p={p} +/- 5 sigma: the entries a mask drops must get no gradient",
             cause,
             "draw one mask per forward pass for every weight_hh* (reverse directions included) and run all time "
             "steps with it",
         )
-    same = [n for n in first if torch.equal(first[n] == 0, second[n] == 0)]
-    if same:
-        _fail(
-            invariant,
-            f"two train-mode forward passes dropped the same entries of {same}",
-            "the mask is drawn once (at construction or on the first call) and reused",
-            "draw a fresh mask in every forward pass",
-        )
-    return CheckPassed(invariant, f"zero-gradient rates {', '.join(rates)} for p={p}; fresh per forward; eval clean")
+    return CheckPassed(
+        invariant, f"zero-gradient rates {', '.join(rates)} over {passes} passes for p={p}; fresh per forward"
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -365,6 +389,15 @@ def check_decay_groups(model: nn.Module, optimizer: Any) -> CheckPassed:
     if not any(v > 0 for v in decay.values()):
         return CheckPassed(invariant, f"{len(named)} parameters, none decays (weight_decay = 0 in every group)")
     vectors = [n for n, q in named if q.dim() < 2 and decay[n] > 0]
+    spared = [n for n, q in named if q.dim() >= 2 and decay[n] == 0 and n not in embeddings]
+    if vectors and spared:
+        _fail(
+            invariant,
+            f"1-D parameters {vectors[:4]} decay while weight matrices {spared[:4]} do not",
+            "an inverted rule: the no-decay group holds the matrices (e.g. every name containing 'weight' excluded "
+            "from decay, or the two groups swapped)",
+            "decay by shape: parameters with p.dim() >= 2 decay, the rest go to a group with weight_decay=0",
+        )
     if vectors:
         gains = [n for n in vectors if not n.endswith("bias")]
         if len(vectors) == len([n for n, q in named if q.dim() < 2]):
@@ -380,7 +413,6 @@ def check_decay_groups(model: nn.Module, optimizer: Any) -> CheckPassed:
             cause,
             "decay by shape: parameters with p.dim() >= 2 decay, the rest go to a group with weight_decay=0",
         )
-    spared = [n for n, q in named if q.dim() >= 2 and decay[n] == 0 and n not in embeddings]
     if spared:
         _fail(
             invariant,
