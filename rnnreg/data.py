@@ -15,6 +15,7 @@ import html
 import io
 import json
 import math
+import operator
 import os
 import re
 import shutil
@@ -519,6 +520,9 @@ def _read_delimited(text: str, path: Path, cfg: DataConfig, delimiter: str) -> t
     texts: list[str] = []
     labels: list[object] = []
     header: list[str] | None = None
+    # A long review may exceed the csv module's 128 KiB field limit; no field can be longer than the file itself.
+    field_limit = csv.field_size_limit()
+    csv.field_size_limit(max(field_limit, len(text) + 1))
     try:
         for row in reader:
             if not row or not any(cell.strip() for cell in row):
@@ -545,6 +549,8 @@ def _read_delimited(text: str, path: Path, cfg: DataConfig, delimiter: str) -> t
             labels.append(label)
     except csv.Error as e:
         raise ValueError(f"{path}: malformed {kind} at line {reader.line_num} ({e}); fix the quoting there") from None
+    finally:
+        csv.field_size_limit(field_limit)
     if header is not None and not texts:
         raise ValueError(f"{path} has a header but no rows; add (text, label) rows below it")
     return texts, labels
@@ -721,19 +727,53 @@ class Batch:
         return Batch(self.tokens.to(device), self.lengths, self.labels.to(device))
 
 
+_INT_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
+_INT64_MAX = 2**63 - 1
+
+
+def _token_ids(ids: object, row: int) -> Tensor:
+    """One example's ids as a 1-D int64 tensor, or a TypeError/ValueError naming the example."""
+    if isinstance(ids, (str, bytes)) or not isinstance(ids, (Sequence, Tensor, np.ndarray)):
+        raise TypeError(f"example {row}: token ids must be a list of ints (got a {type(ids).__name__}: {ids!r:.60})")
+    try:
+        t = torch.as_tensor(ids)
+    except (RuntimeError, TypeError, ValueError, OverflowError) as e:  # None, str, an int beyond int64 inside
+        raise ValueError(f"example {row}: token ids must be ints in the int64 range (got {ids!r:.60}; {e})") from None
+    if t.dim() != 1 or (len(t) and t.dtype not in _INT_DTYPES):
+        raise TypeError(f"example {row}: token ids must be a flat list of ints (got dtype {t.dtype}: {ids!r:.60})")
+    return t.to(torch.int64)
+
+
+def _class_id(label: object, row: int) -> int:
+    try:
+        if isinstance(label, (bool, np.bool_)):
+            raise TypeError
+        value = operator.index(label)  # type: ignore[arg-type]  # ints, NumPy ints, 1-element int tensors
+    except TypeError:
+        raise TypeError(f"example {row}: the label must be an int class id (got {label!r:.40})") from None
+    if not 0 <= value <= _INT64_MAX:
+        raise ValueError(f"example {row}: the label must be a class id >= 0 (got {value})")
+    return value
+
+
 def collate(examples: Sequence[tuple[Sequence[int], int]], pad_id: int = PAD_ID) -> Batch:
-    """Pad ``(token_ids, label)`` pairs into a Batch; raises ValueError on empty input or an empty sequence."""
+    """Pad ``(token_ids, label)`` pairs into a Batch; raises ValueError/TypeError naming the first bad example."""
     if len(examples) == 0:
         raise ValueError("collate got no examples; a batch needs at least one (token_ids, label) pair")
-    lengths = [len(ids) for ids, _ in examples]
+    rows, labels = [], []
+    for i, example in enumerate(examples):
+        if isinstance(example, (str, bytes)) or not isinstance(example, Sequence) or len(example) != 2:
+            raise TypeError(f"example {i} must be a (token_ids, label) pair (got {example!r:.60})")
+        rows.append(_token_ids(example[0], i))
+        labels.append(_class_id(example[1], i))
+    lengths = [len(ids) for ids in rows]
     if min(lengths) == 0:
         i = lengths.index(0)
         raise ValueError(f"example {i} has no tokens; drop empty texts before batching (an RNN needs length >= 1)")
     tokens = torch.full((len(examples), max(lengths)), pad_id, dtype=torch.int64)
-    for row, (ids, _) in enumerate(examples):
-        tokens[row, : len(ids)] = torch.as_tensor(ids, dtype=torch.int64)
-    labels = torch.tensor([label for _, label in examples], dtype=torch.int64)
-    return Batch(tokens, torch.tensor(lengths, dtype=torch.int64), labels)
+    for row, ids in enumerate(rows):
+        tokens[row, : len(ids)] = ids
+    return Batch(tokens, torch.tensor(lengths, dtype=torch.int64), torch.tensor(labels, dtype=torch.int64))
 
 
 BUCKET_WINDOW_BATCHES = 50  # sort by length within windows of 50 batches: little padding, batches still vary
