@@ -123,7 +123,9 @@ def load_object(spec: str) -> Any:
     return obj
 
 
-def _run(name: str, fn: Callable[[], checks.CheckPassed | None], *, warn_only: bool = False) -> CheckResult:
+def _run(
+    name: str, fn: Callable[[], checks.CheckPassed | None], *, warn_only: bool = False, hint: str = ""
+) -> CheckResult:
     try:
         info = fn()
     except checks.InvariantViolation as e:
@@ -131,7 +133,7 @@ def _run(name: str, fn: Callable[[], checks.CheckPassed | None], *, warn_only: b
     except checks.CheckCouldNotRun as e:
         return CheckResult(name, "NOT RUN", str(e))
     except Exception as e:  # a crash in the user's code is a failed check, reported with its type
-        return CheckResult(name, "FAIL", f"{type(e).__name__}: {e}")
+        return CheckResult(name, "FAIL", f"{type(e).__name__}: {e}{hint}")
     return CheckResult(name, "PASS", info.detail if info is not None else "")
 
 
@@ -193,7 +195,13 @@ def _model_rows(
         "amp_parity": lambda: checks.check_amp_parity(model, batch, device=device, call=call),
     }
     # Relying on pads holding PAD_ID is correct wherever batches are padded with it: reported, not failed.
-    return [_run(name, runs[name], warn_only=name == "pad_content") for name in names]
+    hint = (
+        ""
+        if call is not None
+        else "\n  If the model is not called as model(tokens, lengths) -> logits, pass call= (rnnreg check --call "
+        "MODULE:FN), a function call(model, tokens, lengths) -> logits; see rnnreg.testing.adapters"
+    )
+    return [_run(name, runs[name], warn_only=name == "pad_content", hint=hint) for name in names]
 
 
 def _layer(factory: Callable[[], Any], check: Callable[..., checks.CheckPassed], p: float) -> checks.CheckPassed:

@@ -1,0 +1,242 @@
+"""`rnnreg check` for CI: --json and --junit reports, --call adapters, statuses, and the pytest helper."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+import torch
+from reference_models import correct as ref
+from torch import Tensor, nn
+
+from rnnreg.cli import main
+from rnnreg.data import Batch
+from rnnreg.testing import adapters, checks
+from rnnreg.testing.report import summary, to_json, to_junit
+from rnnreg.testing.suite import CheckResult, pytest_checks, run_checks
+
+USER_MODULE = textwrap.dedent(
+    """
+    import torch
+    from torch import nn
+
+    class HFStyle(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(30, 8)
+            self.drop = nn.Dropout(0.3)
+            self.fc = nn.Linear(8, 2)
+
+        def forward(self, input_ids, attention_mask):
+            m = attention_mask.unsqueeze(-1).float()
+            pooled = (self.emb(input_ids) * m).sum(1) / m.sum(1)
+            return self.fc(self.drop(pooled)), pooled
+
+    def build():
+        return HFStyle()
+
+    def call(model, tokens, lengths):
+        mask = (torch.arange(tokens.shape[1])[None, :] < lengths[:, None]).long()
+        return model(input_ids=tokens, attention_mask=mask)[0]
+
+    def clip_per_tensor(parameters, max_norm):
+        params = list(parameters)
+        norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+        for p in params:
+            torch.nn.utils.clip_grad_norm_([p], max_norm)
+        return norm
+    """
+)
+
+
+@pytest.fixture
+def user_module(tmp_path: Path) -> Path:
+    path = tmp_path / "hf_models.py"
+    path.write_text(USER_MODULE)
+    return path
+
+
+def test_check_with_call_writes_json_and_junit(
+    user_module: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report, junit = tmp_path / "r.json", tmp_path / "r.xml"
+    argv = [
+        "check",
+        f"{user_module}:build",
+        "--call",
+        f"{user_module}:call",
+        "--clip",
+        f"{user_module}:clip_per_tensor",
+    ]
+    code = main([*argv, "--json", str(report), "--junit", str(junit)])
+    out = capsys.readouterr().out
+    assert code == 1  # the per-tensor clip fails; the model, reached through --call, passes its checks
+    data = json.loads(report.read_text())
+    status = {c["name"]: c["status"] for c in data["checks"]}
+    assert status["gradient_clipping"] == "FAIL" and "tf.keras clipnorm" in data["checks"][len(status) - 9]["detail"]
+    assert all(status[n] == "PASS" for n in ("eval_deterministic", "padding_invariance", "pad_content", "amp_parity"))
+    assert data["ok"] is False and data["summary"]["FAIL"] == 1
+    suite = ET.parse(junit).getroot().find("testsuite")
+    assert suite is not None and suite.get("failures") == "1" and suite.get("tests") == str(len(status))
+    failed = [c.get("name") for c in suite.iter("testcase") if c.find("failure") is not None]
+    assert failed == ["gradient_clipping"]
+    assert "1 failed" in out
+
+
+def test_check_without_call_says_how_to_adapt(user_module: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["check", f"{user_module}:build"])
+    out = capsys.readouterr().out
+    assert code == 1 and "pass call= (rnnreg check --call" in out  # model(tokens, lengths) cannot run this model
+
+
+def test_layer_factories_need_layer_p(user_module: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["check", "--locked-dropout", "rnnreg.layers:LockedDropout"])
+    assert code == 2 and "--layer-p" in capsys.readouterr().err
+
+
+def test_check_runs_layer_and_group_checks_from_the_command_line(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(
+        [
+            "check",
+            "reference_models.correct:TransformerClassifier",
+            "--groups",
+            "reference_models.buggy:decay_everything",
+            "--embedding-dropout",
+            "reference_models.buggy:PositionEmbeddingDropout",
+            "--layer-p",
+            "0.3",
+            "--num-classes",
+            "3",
+        ]
+    )
+    rows = {line.split()[0]: line.split()[1] for line in capsys.readouterr().out.splitlines() if line[:1].islower()}
+    assert code == 1
+    assert rows["decay_groups"] == "FAIL" and rows["embedding_dropout"] == "FAIL" and rows["locked_dropout"] == "SKIP"
+
+
+def rows_of_every_status() -> list[CheckResult]:
+    return [
+        CheckResult("a", "PASS", "fine"),
+        CheckResult("b", "FAIL", "b: broke.\n  Likely cause: x.\n  Fix: y."),
+        CheckResult("c", "WARN", "reads pads"),
+        CheckResult("d", "SKIP", "no loss_fn given"),
+        CheckResult("e", "NOT RUN", "could not run: no kernel"),
+    ]
+
+
+def test_junit_maps_each_status_to_what_ci_displays() -> None:
+    suite = to_junit(rows_of_every_status()).find("testsuite")
+    assert suite is not None
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors"), suite.get("skipped")) == (
+        "5",
+        "1",
+        "1",
+        "1",
+    )
+    cases = {c.get("name"): c for c in suite.iter("testcase")}
+    assert [child.tag for child in cases["a"]] == []
+    failure = cases["b"].find("failure")
+    assert failure is not None and failure.get("message") == "b: broke." and "Fix: y." in (failure.text or "")
+    assert cases["c"].findtext("system-out") == "WARN: reads pads"
+    assert cases["d"].find("skipped") is not None
+    error = cases["e"].find("error")
+    assert error is not None and error.get("type") == "CheckCouldNotRun"
+
+
+def test_json_summary_counts_every_status_and_ok_means_no_fail() -> None:
+    rows = rows_of_every_status()
+    assert summary(rows) == {"PASS": 1, "FAIL": 1, "WARN": 1, "SKIP": 1, "NOT RUN": 1}
+    assert to_json(rows)["ok"] is False
+    assert to_json([r for r in rows if r.status != "FAIL"])["ok"] is True
+    assert summary([]) == {"PASS": 0, "FAIL": 0, "WARN": 0, "SKIP": 0, "NOT RUN": 0}
+
+
+class UnpackedLSTM(nn.Module):
+    """A plain unpacked LSTM: on CPUs without native bf16 its autocast forward raises inside torch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(30, 8)
+        self.rnn = nn.LSTM(8, 8, batch_first=True)
+        self.fc = nn.Linear(8, 2)
+
+    def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+        out, _ = self.rnn(self.emb(tokens))
+        return self.fc(out[torch.arange(len(tokens)), lengths - 1])
+
+
+class RaisesUnderAutocast(UnpackedLSTM):
+    def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+        if torch.is_autocast_enabled("cpu"):
+            raise RuntimeError("could not create a primitive descriptor for the LSTM forward propagation primitive")
+        return super().forward(tokens, lengths)
+
+
+def test_a_forward_that_torch_cannot_run_under_autocast_is_not_run_not_fail() -> None:
+    rows = {r.name: r for r in run_checks(RaisesUnderAutocast)}
+    assert rows["amp_parity"].status == "NOT RUN"
+    assert "could not run" in rows["amp_parity"].detail and "primitive descriptor" in rows["amp_parity"].detail
+
+
+def test_adapters_build_the_call_conventions() -> None:
+    tokens, lengths = torch.tensor([[3, 4, 0], [5, 0, 0]]), torch.tensor([2, 1])
+    args, kwargs = adapters.input_ids_attention_mask(tokens, lengths)
+    assert args == () and kwargs["attention_mask"].tolist() == [[1, 1, 0], [1, 0, 0]]
+    (packed,), _ = adapters.packed_tokens(tokens, lengths)
+    assert packed.data.tolist() == [3, 5, 4]  # time-major: step 0 of both rows, then step 1 of the longer row
+    assert adapters.tokens_only(tokens, lengths)[0] == (tokens,)
+    assert adapters.first((tokens, 1)) is tokens
+    call = adapters.adapter(output=adapters.logits_attribute)
+    result = call(lambda t, n: type("Out", (), {"logits": t * 2})(), tokens, lengths)
+    assert torch.equal(result, tokens * 2)
+
+
+@pytest.mark.parametrize(
+    ("thunk", "match"),
+    [
+        (lambda: adapters.first(torch.zeros(2)), "non-empty tuple"),
+        (lambda: adapters.logits_attribute((1, 2)), "logits attribute"),
+        (lambda: adapters.adapter(inputs=3), "must be callables"),  # type: ignore[arg-type]
+    ],
+)
+def test_adapter_misuse_is_a_type_error(thunk: object, match: str) -> None:
+    with pytest.raises(TypeError, match=match):
+        thunk()  # type: ignore[operator]
+
+
+def test_a_model_returning_a_tuple_passes_through_the_first_adapter() -> None:
+    batch = Batch(torch.tensor([[3, 4, 0], [5, 6, 7]]), torch.tensor([2, 3]), torch.tensor([0, 1]))
+    torch.manual_seed(0)
+    model = ref.HFStyleClassifier()
+    call = adapters.adapter(inputs=adapters.input_ids_attention_mask, output=adapters.first)
+    checks.check_padding_invariance(model, batch, call=call)
+    with pytest.raises(TypeError, match="call must be a function"):
+        checks.check_padding_invariance(model, batch, call=3)  # type: ignore[arg-type]
+
+
+test_rnnreg_reference = pytest_checks(
+    ref.TransformerClassifier, num_classes=ref.CLASSES, loss_fn=ref.smoothing_kl_divergence
+)
+
+
+def test_pytest_helper_fails_skips_and_warns_per_check() -> None:
+    helper = pytest_checks(ref.MaskFromPadIds, num_classes=ref.CLASSES, clip_fn=lambda params, m: 0.0)
+    helper("eval_deterministic")  # PASS: returns
+    with pytest.raises(pytest.fail.Exception, match="gradient clipping"):
+        helper("gradient_clipping")
+    with pytest.raises(pytest.skip.Exception, match="SKIP: no loss_fn"):
+        helper("label_smoothing")
+    with pytest.warns(UserWarning, match="pad content"):
+        helper("pad_content")
+
+
+def test_run_checks_only_runs_the_named_checks_and_rejects_unknown_names() -> None:
+    rows = run_checks(ref.PackedGRU, only=["batch_independence", "label_smoothing"], num_classes=ref.CLASSES)
+    assert [(r.name, r.status) for r in rows] == [("batch_independence", "PASS"), ("label_smoothing", "SKIP")]
+    with pytest.raises(ValueError, match="unknown check names"):
+        run_checks(ref.PackedGRU, only=["padding"])
+    with pytest.raises(ValueError, match="layer_p"):
+        run_checks(weight_drop=ref.FunctionalWeightDrop)
