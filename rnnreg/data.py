@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -364,8 +365,11 @@ def fetch_vader(cache: Path | None = None) -> Path:
     """
     cache = cache_dir() if cache is None else cache
     target = cache / _VADER_DIR
-    if all((target / f).is_file() for f in VADER_FILES.values()):
+    damage = _cache_damage(target)
+    if damage is None:
         return target
+    if damage:  # never read a damaged cache: rebuild it from the (checksummed) archive
+        warnings.warn(f"{target} is damaged ({damage}); rebuilding it from {VADER_SDIST}", stacklevel=2)
     cache.mkdir(parents=True, exist_ok=True)
     sdist = cache / VADER_SDIST
     if not sdist.is_file():
@@ -373,6 +377,28 @@ def fetch_vader(cache: Path | None = None) -> Path:
     _check_sha256(sdist, VADER_SDIST_SHA256)
     _extract_vader(sdist, target)
     return target
+
+
+_MANIFEST = "SHA256SUMS.json"  # written beside the extracted files; checked on every use
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _cache_damage(target: Path) -> str | None:
+    """None for a sound extracted cache; '' when there is none (or one from before manifests); else what is wrong."""
+    try:
+        manifest = json.loads((target / _MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "" if not target.exists() or not (target / _MANIFEST).exists() else f"{_MANIFEST} is unreadable"
+    for name in VADER_FILES.values():
+        path = target / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if not isinstance(manifest, dict) or _sha256(path) != manifest.get(name):
+            return f"{name} does not match its checksum"
+    return None
 
 
 def _fetch_help(cache: Path) -> str:
@@ -410,7 +436,7 @@ def _download_vader(cache: Path) -> None:
 
 
 def _check_sha256(path: Path, expected: str) -> None:
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    digest = _sha256(path)
     if digest != expected:
         raise DatasetUnavailableError(
             f"{path} has sha256 {digest}, expected {expected} (the vaderSentiment 3.3.2 source archive): it is "
@@ -442,12 +468,14 @@ def _extract_vader(sdist: Path, target: Path) -> None:
     try:
         for name, content in files.items():
             (tmp / name).write_bytes(content)
+        sums = {name: hashlib.sha256(content).hexdigest() for name, content in files.items()}
+        (tmp / _MANIFEST).write_text(json.dumps(sums, indent=1) + "\n", encoding="utf-8")
         if target.exists():  # incomplete (a file went missing): replace it
             shutil.rmtree(target)
         try:
             tmp.rename(target)
         except OSError:
-            if not all((target / f).is_file() for f in VADER_FILES.values()):
+            if _cache_damage(target) is not None:
                 raise  # not a concurrent run that finished first
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

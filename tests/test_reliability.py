@@ -9,13 +9,17 @@ never interrupted.
 from __future__ import annotations
 
 import errno
+import hashlib
+import io
 import json
 import os
 import random
 import select
 import shutil
 import signal
+import subprocess
 import sys
+import tarfile
 import time
 import traceback
 from collections.abc import Callable
@@ -24,8 +28,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from rnnreg import data, fsio
 from rnnreg import fit as fit_module
-from rnnreg import fsio
 from rnnreg.cli import main
 from rnnreg.config import DataConfig, Experiment, ModelConfig, TrainConfig
 from rnnreg.data import Corpus
@@ -477,3 +481,127 @@ def test_stale_temp_files_are_swept_when_the_lock_is_taken(trained: Path, csv: P
     shutil.copy(trained / "last.pt", stale)
     assert main(_train(csv, trained, "--resume", epochs=2)) == 0
     assert not stale.exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Fetching data: pip's output, no network, checksums, a damaged cache
+
+
+def _tar_gz(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, content in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            tar.addfile(info, io.BytesIO(content))
+    return buffer.getvalue()
+
+
+SNIPPETS = {name: f"1\t2.5\tgood {name}\r\n2\t-1.0\tbad {name}\r\n".encode() for name in data.VADER_FILES.values()}
+
+
+@pytest.fixture
+def sdist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A stand-in for the vaderSentiment archive, with the pinned checksum pointed at it."""
+    inner = _tar_gz({f"{data._VADER_DIR}/{name}": content for name, content in SNIPPETS.items()})
+    path = tmp_path / "pypi" / data.VADER_SDIST
+    path.parent.mkdir()
+    path.write_bytes(_tar_gz({data._VADER_INNER: inner}))
+    monkeypatch.setattr(data, "VADER_SDIST_SHA256", hashlib.sha256(path.read_bytes()).hexdigest())
+    return path
+
+
+def _fake_pip(monkeypatch: pytest.MonkeyPatch, script: str) -> list[list[str]]:
+    """Replace the pip command with a real child process running ``script`` (given DEST); returns the calls."""
+    calls: list[list[str]] = []
+    real_run = subprocess.run
+
+    def run(cmd: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+        calls.append(cmd)
+        dest = cmd[cmd.index("-d") + 1]
+        return real_run([sys.executable, "-c", f"DEST = {dest!r}\n" + script], **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(data.subprocess, "run", run)
+    return calls
+
+
+NOISY_PIP = """
+import shutil, sys
+print("Collecting vaderSentiment==3.3.2")
+print("WARNING: pip is configured with locations that require TLS/SSL", file=sys.stderr)
+shutil.copy(SOURCE, DEST)
+"""
+
+
+def test_pip_output_stays_hidden_on_success(
+    sdist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    calls = _fake_pip(monkeypatch, f"SOURCE = {str(sdist)!r}\n" + NOISY_PIP)
+    folder = data.fetch_vader(tmp_path / "cache")
+    assert len(calls) == 1
+    assert capfd.readouterr() == ("", "")  # nothing reached the terminal, at the file-descriptor level
+    assert (folder / data.VADER_FILES["movies"]).read_bytes() == SNIPPETS[data.VADER_FILES["movies"]]
+    data.fetch_vader(tmp_path / "cache")  # offline afterwards: pip is not run again
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize(
+    ("script", "expected"),
+    [
+        (
+            "import sys; print('ERROR: No matching distribution found (network is unreachable)', file=sys.stderr); "
+            "sys.exit(1)",
+            "pip exited with status 1: ERROR: No matching distribution found (network is unreachable)",
+        ),
+        ("pass", "pip reported success but saved no"),
+    ],
+    ids=["no-network", "nothing-saved"],
+)
+def test_failed_fetch_shows_pips_error_and_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], script: str, expected: str
+) -> None:
+    _fake_pip(monkeypatch, script)
+    monkeypatch.setenv("RNNREG_CACHE", str(tmp_path / "cache"))
+    code, _, err = _run(["train", "--data", "movies", "--out", str(tmp_path / "run")], capsys)
+    line = _one_error_line(err)
+    assert code == 2 and expected in line
+    assert "Without network" in line and "pip download" in line and "RNNREG_CACHE" in line
+    assert not (tmp_path / "cache" / data.VADER_SDIST).exists()
+
+
+def test_a_pip_that_hangs_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def run(cmd: list[str], **kwargs: object) -> None:
+        raise subprocess.TimeoutExpired(cmd, data._PIP_TIMEOUT_S)
+
+    monkeypatch.setattr(data.subprocess, "run", run)
+    with pytest.raises(data.DatasetUnavailableError, match=f"pip did not finish within {data._PIP_TIMEOUT_S} s"):
+        data.fetch_vader(tmp_path / "cache")
+
+
+def test_checksum_mismatch_is_refused_and_never_extracted(sdist: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / data.VADER_SDIST).write_bytes(sdist.read_bytes()[:-1] + b"x")  # one byte changed
+    with pytest.raises(data.DatasetUnavailableError, match=r"expected .* it is corrupt or another release; delete it"):
+        data.fetch_vader(cache)
+    assert not (cache / data._VADER_DIR).exists()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "delete", "manifest"])
+def test_a_damaged_cache_is_rebuilt_never_read(
+    sdist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damage: str
+) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    shutil.copy(sdist, cache / data.VADER_SDIST)  # placed by hand: no pip
+    folder = data.fetch_vader(cache)
+    movies = folder / data.VADER_FILES["movies"]
+    if damage == "truncate":
+        movies.write_bytes(movies.read_bytes()[:5])
+    elif damage == "delete":
+        movies.unlink()
+    else:
+        (folder / data._MANIFEST).write_text("{not json")
+    with pytest.warns(UserWarning, match=r"is damaged .* rebuilding it"):
+        assert data.fetch_vader(cache) == folder
+    assert movies.read_bytes() == SNIPPETS[movies.name]
