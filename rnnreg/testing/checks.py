@@ -751,7 +751,7 @@ def _global_norm(grads: Iterable[Tensor | None]) -> float:
 
 def _as_float(value: object) -> float | None:
     if isinstance(value, Tensor) and value.numel() == 1:
-        return float(value)
+        return float(value.detach())
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     return None
