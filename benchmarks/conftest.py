@@ -1,60 +1,46 @@
-"""Collects each train_step benchmark's median (and what ran in low precision) and prints the target ratios."""
+"""Collects each benchmark's median and prints the goal ratios of ``rnnreg.bench.goals_from`` after the run."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import pytest
 import torch
 
-# torch's own default (one thread per physical core), read before any test fixture changes it.
-DEFAULT_THREADS = torch.get_num_threads()
+from rnnreg import bench
 
+# The thread count `rnnreg bench` would pick (cores this process may use, less the load), read at start-up.
+THREADS = bench.free_cores()
 
-@dataclass
-class StepRecord:
-    median_s: float
-    low_precision: list[str]  # modules whose output was bf16/fp16 (rnnreg.step.probe_autocast); [] for fp32
-
-
-RECORDS = pytest.StashKey[dict[str, StepRecord]]()
-
-# (numerator, denominator, target): reported against the target, never asserted (timings belong to the machine).
-TARGETS = (
-    ("regularized_fp32", "notebook_packed_fp32", 0.25),
-    ("regularized_bf16", "notebook_packed_fp32", 0.12),
-    ("regularized_fp32", "unregularized_fp32", 1.10),
-)
+TIMINGS = pytest.StashKey[dict[tuple[str, str], float]]()
 
 
 @pytest.fixture(autouse=True)
 def _torch_threads() -> None:
-    """Overrides the test suite's one-thread setting: a training step is timed as users run it, on every core."""
-    torch.set_num_threads(DEFAULT_THREADS)
+    """Overrides the test suite's one-thread setting: a training step is timed as users run it."""
+    torch.set_num_threads(THREADS)
 
 
 @pytest.fixture(scope="session")
-def record_step(pytestconfig: pytest.Config) -> Callable[[str, float, list[str]], None]:
-    """``record_step(case, median_s, low_precision_modules)``, for the summary printed after the run."""
-    records = pytestconfig.stash.setdefault(RECORDS, {})
+def record_step(pytestconfig: pytest.Config) -> Callable[[str, str, float], None]:
+    """``record_step(name, precision, median_s)`` for the goal ratios printed after the run."""
+    timings = pytestconfig.stash.setdefault(TIMINGS, {})
 
-    def record(case: str, median_s: float, low_precision: list[str]) -> None:
-        records[case] = StepRecord(median_s, low_precision)
+    def record(name: str, precision: str, median_s: float) -> None:
+        timings[(name, precision)] = median_s
 
     return record
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config) -> None:
-    records = config.stash.get(RECORDS, {})
-    if not records:
+    timings = config.stash.get(TIMINGS, {})
+    if not timings:
         return
-    terminalreporter.section(f"train_step medians and target ratios ({DEFAULT_THREADS} threads)")
-    for name, record in records.items():
-        low = ", ".join(record.low_precision) or "none"
-        terminalreporter.write_line(f"{name:<26} {record.median_s * 1e3:9.1f} ms   low-precision modules: {low}")
-    for num, den, target in TARGETS:
-        if num in records and den in records:
-            ratio = records[num].median_s / records[den].median_s
-            verdict = "meets" if ratio <= target else "MISSES"
-            terminalreporter.write_line(f"{num} / {den} = {ratio:.3f} ({verdict} target <= {target})")
+    step = {key: (s * 1e3, None) for key, s in timings.items() if not key[0].startswith("epoch_")}
+    epoch = {key: (s * 1e3, None) for key, s in timings.items() if key[0].startswith("epoch_")}
+    hw = bench.probe_hardware(THREADS)
+    terminalreporter.section(f"rnnreg goals ({THREADS} threads; medians of this run, cases timed one after another)")
+    for line in hw.describe():
+        terminalreporter.write_line(line)
+    for goal in bench.goals_from(step, epoch):
+        terminalreporter.write_line(goal.describe(cpu=False))

@@ -1,12 +1,14 @@
-"""Timings of ONE ``rnnreg.step.train_step`` call: packed notebook BiLSTM vs the padding-invariant model, fp32 vs AMP.
+"""pytest-benchmark timings of ``rnnreg.step.train_step`` and of one ``fit`` epoch: what ``rnnreg bench`` measures.
 
-Shapes: B=64, T=128 (lengths 64..128, fixed by seed), vocab 20,000, embed 128, hidden 256, one BiLSTM layer,
-2 classes; AdamW + clip by norm + label smoothing 0.1. Run with
-``pytest benchmarks -m benchmark --benchmark-only -p no:cacheprovider``; the summary prints the medians and the
-ratios the project targets (reported, never asserted: timings depend on the machine).
+Shapes (``rnnreg bench``'s full run): B=64, T=128 (lengths 64..128, fixed by seed), vocab 20,000, embed 128,
+hidden 256, one BiLSTM layer, 2 classes; AdamW + clip by norm + label smoothing 0.1. Rows: the kernel floor (one
+fused padded nn.LSTM, :class:`rnnreg.bench.PaddedLSTM`), the regularized model, the same with every ``*_p`` = 0,
+the notebook's packed model; fp32 and bf16 autocast on CPU, fp16 + GradScaler and bf16 on CUDA (``gpu``); step
+time over lengths and batch sizes; one epoch on ``movies`` with and without length bucketing. Run with
+``tox -e bench``; the summary prints the goal ratios (reported, never asserted: timings belong to the machine).
 
-With one layer ``hidden_p`` must be 0 (ModelConfig rejects it: it acts between layers), so the regularized
-model uses embed_p, input_p, weight_p and output_p.
+pytest-benchmark times each case on its own, one after another; ``rnnreg bench`` interleaves the cases of a
+comparison, which suits a shared machine better. Compare ratios within one run only.
 """
 
 from __future__ import annotations
@@ -17,96 +19,100 @@ from collections.abc import Callable
 import pytest
 import torch
 from pytest_benchmark.fixture import BenchmarkFixture
-from torch import nn
 
-from rnnreg.config import ModelConfig, TrainConfig
-from rnnreg.data import PAD_ID, Batch
-from rnnreg.model import NotebookBiLSTM, SequenceClassifier
-from rnnreg.step import StepStats, low_precision_modules, make_optimizer, make_scaler, probe_autocast, train_step
+from rnnreg import bench
+from rnnreg.data import DatasetUnavailableError
+from rnnreg.fit import Prepared
+from rnnreg.step import StepStats, train_step
 
-B, T, V, E, H, C = 64, 128, 20_000, 128, 256, 2  # batch, time, vocab, embed, hidden per direction, classes
-WARMUP, ROUNDS, SLOW_ROUNDS = 2, 10, 5  # the packed step takes ~2 s on 2 cores: fewer rounds for it
-
-REGULARIZED = ModelConfig(embed_dim=E, hidden_dim=H, embed_p=0.1, input_p=0.3, hidden_p=0.0, weight_p=0.3, output_p=0.3)
-UNREGULARIZED = ModelConfig(
-    embed_dim=E, hidden_dim=H, embed_p=0.0, input_p=0.0, hidden_p=0.0, weight_p=0.0, output_p=0.0
-)
+CFG = bench.BenchConfig(threads=1)  # the full run's shapes; the threads fixture in conftest sets the thread count
+WARMUP, ROUNDS, SLOW_ROUNDS = 2, 10, 5  # the packed notebook step is ~4x slower: fewer rounds for it
+EPOCH_ROUNDS = 2
 
 pytestmark = pytest.mark.benchmark
 
-
-def make_batch(device: str = "cpu") -> Batch:
-    """A fixed-seed batch with lengths 64..128, the longest exactly T, pads = PAD_ID."""
-    g = torch.Generator().manual_seed(0)
-    lengths = torch.randint(T // 2, T + 1, (B,), generator=g)
-    lengths[0] = T
-    tokens = torch.randint(PAD_ID + 2, V, (B, T), generator=g)  # real ids only; pads are set below
-    tokens[torch.arange(T)[None, :] >= lengths[:, None]] = PAD_ID
-    labels = torch.randint(0, C, (B,), generator=g)
-    return Batch(tokens, lengths, labels).to(device)
+Record = Callable[[str, str, float], None]
 
 
-def time_one_step(
-    benchmark: BenchmarkFixture,
-    record: Callable[[str, float, list[str]], None],
-    model: nn.Module,
-    amp: str,
-    rounds: int,
-    device: str,
-) -> StepStats:
-    """Benchmark one train_step call per round on a fixed batch and record the median; return the last stats."""
-    torch.manual_seed(0)
-    cfg = TrainConfig(optimizer="adamw", clip="norm", max_norm=1.0, label_smoothing=0.1, amp=amp, device=device)
-    model = model.to(device).train()
-    optimizer = make_optimizer(model, cfg)
-    scaler = make_scaler(device, amp)
-    batch = make_batch(device)
-
-    # train_step itself is the timed function; its float(loss) waits for the device, so CUDA timings are real.
-    stats: StepStats = benchmark.pedantic(
-        train_step, args=(model, batch, optimizer, scaler, cfg), rounds=rounds, warmup_rounds=WARMUP, iterations=1
-    )
-    assert math.isfinite(stats.loss) and not stats.skipped
-    assert stats.logits.shape == (B, C)
-    # Label the run by what actually ran in low precision, never by what was asked for.
-    low = low_precision_modules(probe_autocast(model, batch, amp)) if amp != "off" else []
-    benchmark.extra_info["low_precision_modules"] = low
-    if benchmark.stats is not None:  # None under --benchmark-disable
-        record(benchmark.name.removeprefix("test_"), benchmark.stats.stats.median, low)
-    return stats
-
-
-def test_notebook_packed_fp32(
-    benchmark: BenchmarkFixture, record_step: Callable[[str, float, list[str]], None]
+def time_step(
+    benchmark: BenchmarkFixture, record: Record, name: str, precision: str, device: str, **shape: int
 ) -> None:
-    """(a) The notebook's model: pack_padded_sequence + nn.LSTM(bidirectional), fp32."""
-    torch.manual_seed(0)
-    model = NotebookBiLSTM(V, E, H, C, lstm_dropout=0.0, embed_dropout=0.0)
-    time_one_step(benchmark, record_step, model, "off", SLOW_ROUNDS, "cpu")
+    """Benchmark ``train_step`` on model ``name`` in ``precision``; check and record what ran."""
+    batch_size, seq_len = shape.get("batch_size", CFG.batch_size), shape.get("seq_len", CFG.seq_len)
+    batch = bench.make_batch(batch_size, seq_len, CFG.vocab_size, device=device)
+    case = bench.step_case(name, precision, batch, CFG.dims, device)
+    rounds = SLOW_ROUNDS if name == "notebook_packed" else ROUNDS
+
+    def step() -> StepStats:
+        stats = train_step(case.model, case.batch, case.optimizer, case.scaler, case.cfg)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return stats
+
+    stats = benchmark.pedantic(step, rounds=rounds, warmup_rounds=WARMUP, iterations=1)
+    assert math.isfinite(stats.loss)
+    assert stats.logits.shape == (batch_size, bench.NUM_CLASSES)
+    # Label the row by what actually ran in low precision, never by what was asked for.
+    low, rnn_dtype = bench.low_precision_report(case.model, batch, precision)
+    assert (rnn_dtype == "fp32") if precision == "fp32" else bool(low)  # autocast reached at least the head
+    benchmark.extra_info.update(precision=precision, low_precision=low, rnn_dtype=rnn_dtype, **shape)
+    benchmark.extra_info["tokens"] = int(batch.lengths.sum())
+    if benchmark.stats is not None and not shape:  # None under --benchmark-disable; growth rows are not goals
+        record(name, precision, benchmark.stats.stats.median)
 
 
-def test_regularized_fp32(benchmark: BenchmarkFixture, record_step: Callable[[str, float, list[str]], None]) -> None:
-    """(b) SequenceClassifier with embedding, locked input, weight and output dropout, fp32."""
-    torch.manual_seed(0)
-    time_one_step(benchmark, record_step, SequenceClassifier(REGULARIZED, V, C), "off", ROUNDS, "cpu")
+CPU_STEPS = [(name, precision) for precision in ("fp32", "bf16") for name in ("floor", "regularized", "unregularized")]
 
 
-def test_regularized_bf16(benchmark: BenchmarkFixture, record_step: Callable[[str, float, list[str]], None]) -> None:
-    """(c) As (b) under CPU bf16 autocast (the LSTM runs bf16 only where oneDNN supports it; see probe_autocast)."""
-    torch.manual_seed(0)
-    time_one_step(benchmark, record_step, SequenceClassifier(REGULARIZED, V, C), "bf16", ROUNDS, "cpu")
-
-
-def test_unregularized_fp32(benchmark: BenchmarkFixture, record_step: Callable[[str, float, list[str]], None]) -> None:
-    """(d) The same SequenceClassifier with every *_p = 0, fp32: the cost of regularization is (b)/(d)."""
-    torch.manual_seed(0)
-    time_one_step(benchmark, record_step, SequenceClassifier(UNREGULARIZED, V, C), "off", ROUNDS, "cpu")
+@pytest.mark.parametrize(("name", "precision"), [*CPU_STEPS, ("notebook_packed", "fp32")])
+def test_step_cpu(benchmark: BenchmarkFixture, record_step: Record, name: str, precision: str) -> None:
+    time_step(benchmark, record_step, name, precision, "cpu")
 
 
 @pytest.mark.gpu
-def test_regularized_cuda_fp16_gradscaler(
-    benchmark: BenchmarkFixture, record_step: Callable[[str, float, list[str]], None]
+@pytest.mark.parametrize(
+    ("name", "precision"), [(n, p) for p in ("fp32", "fp16", "bf16") for n in ("floor", "regularized")]
+)
+def test_step_cuda(benchmark: BenchmarkFixture, record_step: Record, name: str, precision: str) -> None:
+    """CUDA: fp16 autocast + GradScaler and bf16; skipped without CUDA."""
+    time_step(benchmark, record_step, name, precision, "cuda")
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("name", ["floor", "regularized"])
+@pytest.mark.parametrize("seq_len", bench.growth_points(CFG.seq_len))
+def test_step_over_length(
+    benchmark: BenchmarkFixture, record_step: Record, name: str, precision: str, seq_len: int
 ) -> None:
-    """CUDA fp16 autocast + GradScaler on the regularized model; skipped without CUDA."""
-    torch.manual_seed(0)
-    time_one_step(benchmark, record_step, SequenceClassifier(REGULARIZED, V, C), "fp16", ROUNDS, "cuda")
+    time_step(benchmark, record_step, name, precision, "cpu", seq_len=seq_len)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("name", ["floor", "regularized"])
+@pytest.mark.parametrize("batch_size", bench.growth_points(CFG.batch_size))
+def test_step_over_batch_size(
+    benchmark: BenchmarkFixture, record_step: Record, name: str, precision: str, batch_size: int
+) -> None:
+    time_step(benchmark, record_step, name, precision, "cpu", batch_size=batch_size)
+
+
+@pytest.fixture(scope="module")
+def movies() -> Prepared:
+    try:
+        return bench.epoch_data("movies")
+    except DatasetUnavailableError as e:  # no network and no cached copy: the timing cannot be taken here
+        pytest.skip(f"movies is not available: {e}")
+
+
+@pytest.mark.parametrize("bucket", [True, False], ids=["bucketed", "random"])
+def test_epoch_movies(benchmark: BenchmarkFixture, record_step: Record, movies: Prepared, bucket: bool) -> None:
+    """One fp32 epoch of ``rnnreg.fit.fit`` on the movie snippets, with and without length bucketing."""
+    walls: list[float] = []
+
+    def epoch() -> None:
+        walls.append(bench.train_one_epoch(movies, CFG, bucket=bucket)[0])
+
+    benchmark.pedantic(epoch, rounds=EPOCH_ROUNDS, warmup_rounds=0, iterations=1)
+    assert len(walls) == EPOCH_ROUNDS and all(w > 0 for w in walls)
+    if benchmark.stats is not None:
+        record_step("epoch_bucketed" if bucket else "epoch_random", "fp32", benchmark.stats.stats.median)

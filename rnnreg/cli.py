@@ -101,6 +101,24 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--num-classes", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
 
+    p = sub.add_parser(
+        "bench",
+        help="time the training step: fp32 vs mixed precision, against the fastest fused LSTM kernel",
+        description="Times rnnreg's own train_step (regularized and plain model, fp32 and bf16/fp16 autocast), the "
+        "notebook's packed model and a plain padded nn.LSTM (the kernel floor) on one batch, round-robin; cost "
+        "growth over length and batch size; one epoch with and without length bucketing. Ratios compare rows of "
+        "one run; never compare runs.",
+    )
+    p.add_argument("--quick", action="store_true", help="smaller shapes and fewer repeats (< 1 min on 2 cores)")
+    p.add_argument("--json", type=Path, metavar="FILE", help="write the rows as a JSON list")
+    p.add_argument("--plot", type=Path, metavar="FILE.png", help="plot step time against length and batch size")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to run (default: cpu)")
+    p.add_argument("--batch-size", type=int, metavar="B", help="batch size (default: 64; --quick 32)")
+    p.add_argument("--seq-len", type=int, metavar="T", help="padded length, lengths T/2..T (default: 128; --quick 64)")
+    p.add_argument("--threads", type=int, metavar="N", help="torch threads (default: cores free of load)")
+    p.add_argument("--repeats", type=int, metavar="N", help="timed steps per row (default: 10; --quick 3)")
+    p.add_argument("--data", default="movies", help="data set of the epoch rows (default: movies; 'none' skips them)")
+
     sub.add_parser("datasets", help="list the built-in datasets")
     sub.add_parser("keys", help="list every SECTION.FIELD that --set accepts, with its default")
     return parser
@@ -315,6 +333,43 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 1 if counts["FAIL"] else 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from rnnreg import bench
+
+    cfg = bench.BenchConfig.defaults(
+        quick=args.quick,
+        device=args.device,
+        batch_size=args.batch_size,
+        seq_len=args.seq_len,
+        threads=args.threads,
+        repeats=args.repeats,
+        epoch_data=None if args.data == "none" else args.data,
+    )
+    if args.json is not None:
+        bench.check_output_path(args.json, "--json")
+    if args.plot is not None:
+        bench.check_output_path(args.plot, "--plot", ".png")
+    hardware = bench.probe_hardware(cfg.threads)
+    for line in [*hardware.describe(), cfg.describe(), "", bench.TABLE_HEADER]:
+        print(line)
+    records = bench.run(
+        cfg,
+        hardware,
+        progress=lambda rows: print("\n".join(bench.format_row(r) for r in rows), flush=True),
+        note=lambda line: print(f"# {line}", flush=True),
+    )
+    print("\ngoals (ratios within this run):")
+    for goal in bench.goals(records):
+        print("  " + goal.describe())
+    if args.json is not None:
+        bench.write_json(records, hardware, args.json)
+        print(f"wrote {args.json}")
+    if args.plot is not None:
+        bench.plot(records, hardware, args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
 def _cmd_datasets(_args: argparse.Namespace) -> int:
     from rnnreg.data import list_datasets
 
@@ -336,6 +391,7 @@ COMMANDS = {
     "train": _cmd_train,
     "evaluate": _cmd_evaluate,
     "check": _cmd_check,
+    "bench": _cmd_bench,
     "datasets": _cmd_datasets,
     "keys": _cmd_keys,
 }
