@@ -143,10 +143,13 @@ def check_embedding_dropout(
             "word type",
             "draw one Bernoulli per vocabulary row and index it by the tokens: emb * mask[tokens]",
         )
-    type_dropped = (per_sequence > 0)[present]  # one entry per (row, type) present
-    shared = bool(((per_sequence > 0) == (per_sequence > 0)[:1]).all() or not (per_sequence > 0).any())
-    n = int(present[0].sum()) if shared else int(present.sum())
-    count = int((per_sequence[0] > 0).sum()) if shared else int(type_dropped.sum())
+    state = per_sequence > 0  # [B, V] dropped, where present
+    dropped_somewhere, kept_somewhere = (state & present).any(dim=0), (~state & present).any(dim=0)  # [V]
+    shared = not bool((dropped_somewhere & kept_somewhere).any())  # every row agrees on every type: one batch mask
+    if shared:
+        n, count = int(present.any(dim=0).sum()), int(dropped_somewhere.sum())
+    else:
+        n, count = int(present.sum()), int((state & present).sum())
     if _outside(count, n, p):
         _fail(
             invariant,

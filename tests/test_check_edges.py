@@ -1,0 +1,276 @@
+"""Edges of the issue-10 checks: argument errors, rarer diagnoses, and the numbers their messages report."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+from reference_models import correct as ref
+from torch import Tensor, nn
+
+from rnnreg.testing import checks, regularizers
+from rnnreg.testing.checks import InvariantViolation
+
+CAUSE = r"(.|\n)*Likely cause: .*"
+
+
+def fresh(build: Callable[[], nn.Module]) -> nn.Module:
+    torch.manual_seed(0)
+    return build()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Embedding dropout
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class EvalDroppingEmbedding(ref.AWDEmbeddingDropout):
+    def forward(self, tokens: Tensor) -> Tensor:
+        mask = self.embed.weight.new_empty(ref.VOCAB, 1).bernoulli_(1 - self.p) / (1 - self.p)
+        return F.embedding(tokens, self.embed.weight * mask)
+
+
+class CachedEmbeddingMask(ref.AWDEmbeddingDropout):
+    def forward(self, tokens: Tensor) -> Tensor:
+        if not self.training:
+            return self.embed(tokens)
+        if not hasattr(self, "mask"):
+            self.mask = self.embed.weight.new_empty(ref.VOCAB, 1).bernoulli_(1 - self.p) / (1 - self.p)
+        return F.embedding(tokens, self.embed.weight * self.mask)
+
+
+class NoisyEmbedding(ref.AWDEmbeddingDropout):
+    def forward(self, tokens: Tensor) -> Tensor:
+        out = self.embed(tokens)
+        return out * 1.7 if self.training else out
+
+
+@pytest.mark.parametrize(
+    ("build", "match"),
+    [
+        (EvalDroppingEmbedding, "two eval passes under different seeds differ" + CAUSE + "training=True"),
+        (CachedEmbeddingMask, "two train-mode calls applied the same mask" + CAUSE + "cached"),
+        (NoisyEmbedding, r"values \[1\.7" + CAUSE + "does more than mask"),
+    ],
+    ids=lambda v: getattr(v, "__name__", ""),
+)
+def test_more_embedding_dropout_bugs(build: Callable[[float], nn.Module], match: str) -> None:
+    with pytest.raises(InvariantViolation, match=match):
+        regularizers.check_embedding_dropout(fresh(functools.partial(build, 0.3)), p=0.3)
+
+
+def test_embedding_dropout_reports_how_masks_are_shared_and_the_rate() -> None:
+    per_batch = regularizers.check_embedding_dropout(fresh(functools.partial(ref.AWDEmbeddingDropout, 0.3)), p=0.3)
+    per_seq = regularizers.check_embedding_dropout(
+        fresh(functools.partial(ref.PerSequenceEmbeddingDropout, 0.3)), p=0.3
+    )
+    assert "(per batch)" in per_batch.detail and "(per sequence)" in per_seq.detail
+    assert "for p=0.3" in per_batch.detail
+
+
+def test_embedding_dropout_takes_a_plain_function_with_vocab_size() -> None:
+    torch.manual_seed(0)
+    table = nn.Embedding(12, 4)
+    state = {"training": True}
+
+    def layer(tokens: Tensor) -> Tensor:
+        return ref.AWDEmbeddingDropout.forward(holder, tokens)  # type: ignore[arg-type]
+
+    holder = type("Holder", (), {"p": 0.3, "embed": table, "training": True})()
+    del state
+    with pytest.raises(InvariantViolation, match="two eval passes"):  # a function has no train/eval switch
+        regularizers.check_embedding_dropout(layer, p=0.3, vocab_size=12)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"p": 0.0}, ValueError, r"p must be .* in \(0, 1\)"),
+        ({"p": 1.0}, ValueError, "p must be"),
+        ({"p": True}, ValueError, "p must be"),
+        ({"p": 0.3, "vocab_size": 2}, ValueError, "vocab_size must be >= 3"),
+    ],
+)
+def test_embedding_dropout_argument_errors(kwargs: dict[str, Any], error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
+        regularizers.check_embedding_dropout(ref.AWDEmbeddingDropout(0.3), **kwargs)
+
+
+def test_embedding_dropout_needs_a_vocab_size_without_an_embedding() -> None:
+    with pytest.raises(ValueError, match="pass vocab_size"):
+        regularizers.check_embedding_dropout(lambda tokens: tokens[..., None].float(), p=0.3)
+    with pytest.raises(TypeError, match="callable"):
+        regularizers.check_embedding_dropout(3, p=0.3)  # type: ignore[arg-type]
+
+
+def test_embedding_dropout_output_must_be_b_t_d() -> None:
+    with pytest.raises(TypeError, match=r"\[B, T, D\]; in eval mode it returned \(32, 60\)"):
+        regularizers.check_embedding_dropout(lambda tokens: tokens.float(), p=0.3, vocab_size=10)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Weight drop
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class KeepProbWeightDrop(ref.FunctionalWeightDrop):
+    def forward(self, x: Tensor) -> Any:
+        if not self.training:
+            return self.rnn(x)
+        dropped = {
+            name: w * torch.empty_like(w).bernoulli_(self.p) / (1 - self.p)
+            for name, w in self.rnn.named_parameters()
+            if name.startswith("weight_hh")
+        }
+        return torch.func.functional_call(self.rnn, dropped, (x,))
+
+
+def test_weight_drop_with_p_as_keep_probability_is_caught() -> None:
+    with pytest.raises(InvariantViolation, match=r"rate 0\.[6-8]\d*\), outside p=0\.3" + CAUSE + "keep probability"):
+        regularizers.check_weight_drop(fresh(functools.partial(KeepProbWeightDrop, 0.3)), p=0.3)
+
+
+def test_weight_drop_reports_every_rate_and_the_number_of_passes() -> None:
+    passed = regularizers.check_weight_drop(fresh(functools.partial(ref.FunctionalWeightDrop, 0.3)), p=0.3)
+    # GRU(5, 4): weight_hh is 12 x 4 = 48 entries, so ceil(500 / 48) = 11 passes.
+    assert "over 11 passes for p=0.3" in passed.detail
+    assert passed.detail.count("rnn.weight_hh") == 4
+
+
+def test_weight_drop_argument_errors() -> None:
+    with pytest.raises(TypeError, match=r"must be an nn\.Module"):
+        regularizers.check_weight_drop(lambda x: x, p=0.3)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="no trainable parameter named like 'weight_hh'"):
+        regularizers.check_weight_drop(nn.Linear(3, 3), p=0.3)
+    holder = nn.Module()
+    holder.weight_hh = nn.Parameter(torch.zeros(4, 4))
+    with pytest.raises(ValueError, match="pass input_size"):
+        regularizers.check_weight_drop(holder, p=0.3)
+
+
+def test_weight_drop_input_size_comes_from_weight_ih_without_an_rnn_module() -> None:
+    # PerForwardStepLoop holds a GRUCell (not nn.RNNBase): the size is read from weight_ih.
+    regularizers.check_weight_drop(fresh(functools.partial(ref_step_loop(), 0.3)), p=0.3)
+
+
+def ref_step_loop() -> type[nn.Module]:
+    from reference_models.buggy import PerForwardStepLoop
+
+    return PerForwardStepLoop
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Decay groups, AMP steps, label smoothing by value, locked dropout, pad content
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_decay_groups_take_an_optimizer_or_a_factory_and_report_embeddings() -> None:
+    model = fresh(ref.TransformerClassifier)
+    passed = regularizers.check_decay_groups(model, ref.named_groups_sparing_embeddings(model))
+    assert "embeddings: decay, no decay" in passed.detail  # the position table decays, the token table does not
+    with pytest.raises(TypeError, match=r"must be an nn\.Module"):
+        regularizers.check_decay_groups(lambda: 0, ref.nanogpt_groups)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"optimizer must be a torch\.optim\.Optimizer"):
+        regularizers.check_decay_groups(model, 3)
+
+
+def step_without_unscale(model: nn.Module, batch: Any, optimizer: Any, scaler: Any, max_norm: float) -> None:
+    scaler.scale(F.cross_entropy(model(batch.tokens, batch.lengths), batch.labels)).backward()
+    optimizer.step()
+    scaler.update()
+    optimizer.zero_grad()
+
+
+def step_skipping_everything(model: nn.Module, batch: Any, optimizer: Any, scaler: Any, max_norm: float) -> None:
+    scaler.scale(F.cross_entropy(model(batch.tokens, batch.lengths), batch.labels)).backward()
+    scaler.unscale_(optimizer)
+    scaler.update()
+    optimizer.zero_grad()
+
+
+def step_sets_scale_by_hand(model: nn.Module, batch: Any, optimizer: Any, scaler: Any, max_norm: float) -> None:
+    scaler.scale(F.cross_entropy(model(batch.tokens, batch.lengths), batch.labels)).backward()
+    scaler.unscale_(optimizer)
+    scaler.step(optimizer)
+    scaler.update(new_scale=1024.0)
+    optimizer.zero_grad()
+
+
+def step_never_zeroes(model: nn.Module, batch: Any, optimizer: Any, scaler: Any, max_norm: float) -> None:
+    scaler.scale(F.cross_entropy(model(batch.tokens, batch.lengths), batch.labels)).backward()
+    scaler.unscale_(optimizer)
+    scaler.step(optimizer)
+    scaler.update()
+
+
+@pytest.mark.parametrize(
+    ("step", "match"),
+    [
+        (step_without_unscale, r"raised AssertionError on finite step 1" + CAUSE + r"optimizer\.step\(\) is called"),
+        (step_skipping_everything, "finite step 1 did not change the parameters" + CAUSE + r"never called\.\n"),
+        (step_sets_scale_by_hand, "scale is 1024, expected 131072" + CAUSE + "set or updated by hand"),
+        (step_never_zeroes, "finite step 3 did not change" + CAUSE + "never cleared"),
+    ],
+    ids=lambda v: getattr(v, "__name__", ""),
+)
+def test_more_scaler_protocol_bugs(step: Callable[..., Any], match: str) -> None:
+    with pytest.raises(InvariantViolation, match=match):
+        checks.check_amp_scaler(step)
+
+
+@pytest.mark.parametrize(
+    ("step", "match"),
+    [
+        (step_skipping_everything, "did not move"),
+        (step_without_unscale, r"raised AssertionError on a finite step"),
+    ],
+    ids=lambda v: getattr(v, "__name__", ""),
+)
+def test_amp_clipping_diagnoses_a_missing_step(step: Callable[..., Any], match: str) -> None:
+    with pytest.raises(InvariantViolation, match=match):
+        checks.check_amp_clipping(step)
+
+
+def test_amp_steps_must_be_callable() -> None:
+    for check in (checks.check_amp_clipping, checks.check_amp_scaler):
+        with pytest.raises(TypeError, match="must be callable"):
+            check(3)  # type: ignore[arg-type]
+
+
+def test_a_step_that_raises_something_else_propagates() -> None:
+    def broken(*args: Any) -> None:
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        checks.check_amp_scaler(broken)
+
+
+def test_label_smoothing_without_a_graph_is_diagnosed_by_value() -> None:
+    def summed_detached(logits: Tensor, targets: Tensor, eps: float) -> float:
+        return float(F.cross_entropy(logits.detach(), targets, label_smoothing=eps, reduction="sum"))
+
+    with pytest.raises(InvariantViolation, match=r"K=2, eps=0\.0: loss" + CAUSE + "summed over the batch"):
+        checks.check_label_smoothing(summed_detached)
+
+
+def test_label_smoothing_gradient_tolerance_separates_fp32_rounding_from_a_wrong_target() -> None:
+    def nudged(logits: Tensor, targets: Tensor, eps: float) -> Tensor:
+        return F.cross_entropy(logits, targets, label_smoothing=eps) + 1e-4 * logits[:, 0].mean()
+
+    with pytest.raises(InvariantViolation, match=r"gradient w\.r\.t\. the logits off by up to 1\.2\d*e-05"):
+        checks.check_label_smoothing(nudged)
+
+
+def test_pad_content_rejects_no_extra_columns() -> None:
+    with pytest.raises(ValueError, match="extra must be >= 1"):
+        checks.check_pad_content(fresh(ref.PackedGRU), _batch(), extra=0)
+
+
+def _batch() -> Any:
+    from rnnreg.data import collate
+
+    return collate([([3, 4, 5], 0), ([6], 1)])
