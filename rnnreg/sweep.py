@@ -34,8 +34,10 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def split_cores(workers: int | None, runs: int, cores: int | None = None) -> tuple[int, int]:
-    """``(workers, torch threads per worker)`` with workers x threads <= cores.
+def split_cores(
+    workers: int | None, runs: int, cores: int | None = None, threads: int | None = None
+) -> tuple[int, int]:
+    """``(workers, torch threads per worker)`` with workers x threads <= cores, unless ``threads`` is given.
 
     Small RNNs scale better over processes than over threads (measured on 2 cores: two one-thread workers finish a
     sweep faster than one two-thread worker), so the default is one worker per core, and threads only take up cores
@@ -44,8 +46,10 @@ def split_cores(workers: int | None, runs: int, cores: int | None = None) -> tup
     cores = cores or available_cores()
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise ValueError(f"--workers must be >= 1 (got {workers!r}); e.g. --workers {cores}")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"--threads must be >= 1 (got {threads!r}); e.g. --threads 1")
     n = min(workers or cores, max(runs, 1))
-    return n, max(1, cores // n)
+    return n, threads or max(1, cores // n)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -85,6 +89,7 @@ class RunStore:
         return state
 
     def append(self, record: dict[str, Any]) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
         append_line(self.path, json.dumps(record, sort_keys=True, allow_nan=True))
 
 
@@ -238,6 +243,7 @@ def sweep(
     *,
     executor: str = "process",
     workers: int | None = None,
+    threads: int | None = None,
     address: str | None = None,
     progress: bool | None = None,
     on_record: Callable[[dict[str, Any]], None] | None = None,
@@ -249,7 +255,8 @@ def sweep(
         corpus: the data every task splits by its seed.
         store: where finished runs are; a failed run (an error) is retried by the next call, a diverged one is a result.
         executor: "process" (a local pool) or "ray".
-        workers: parallel runs (default: one per core); torch threads per worker fill the remaining cores.
+        workers: parallel runs (default: one per core).
+        threads: torch threads per worker (default: the cores left over, so workers x threads <= cores).
         address: an existing Ray cluster (``--address``); None starts a local one.
         progress: a tqdm bar over the runs (default: only when stdout is a terminal).
         on_record: called with each new record, in the driver.
@@ -262,7 +269,7 @@ def sweep(
     keys = {t.key for t in tasks}
     todo = [t for t in tasks if state.records.get(t.key, {}).get("status") not in ("ok", "diverged")]
     todo = list({t.key: t for t in todo}.values())  # a variant identical to another runs once
-    n_workers, threads = split_cores(workers, len(todo))
+    n_workers, threads = split_cores(workers, len(todo), threads=threads)
     events = (
         run_ray(todo, corpus, n_workers, threads, address)
         if executor == "ray"
