@@ -6,12 +6,13 @@ function is pure (numpy and scipy only); the stochastic ones take a ``seed``.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import optimize
+from scipy import optimize, special
 from scipy import stats as sps
 
 METRICS = ("accuracy", "macro_f1")
@@ -42,9 +43,9 @@ def _as_finite_1d(values: Sequence[float], name: str) -> np.ndarray:
     return x
 
 
-def _check_level(level: float, name: str = "level") -> None:
-    if not (isinstance(level, int | float) and 0.0 < level < 1.0):
-        raise ValueError(f"{name} must be in (0, 1) (got {level!r}); pass e.g. 0.95 for a 95% interval")
+def _check_level(level: float, name: str = "level", example: str = "0.95 for a 95% interval") -> None:
+    if not (isinstance(level, int | float | np.floating) and 0.0 < level < 1.0):
+        raise ValueError(f"{name} must be in (0, 1) (got {level!r}); pass e.g. {example}")
 
 
 def _check_n_boot(n_boot: int) -> None:
@@ -63,7 +64,7 @@ def _t_interval(mean: float, sd: float, n: int, level: float) -> tuple[float, fl
         return math.nan, math.nan
     if sd == 0.0:
         return mean, mean
-    half = float(sps.t.ppf(0.5 + level / 2, df=n - 1)) * sd / math.sqrt(n)
+    half = float(special.stdtrit(n - 1, 0.5 + level / 2)) * sd / math.sqrt(n)  # the t quantile, as sps.t.ppf
     return mean - half, mean + half
 
 
@@ -152,7 +153,7 @@ def compare_paired(
         p_value = 1.0 if abs(mean_diff) <= rounding else 0.0
     else:
         sd_diff = float(d.std(ddof=1))
-        p_value = float(sps.ttest_rel(xa, xb).pvalue)
+        p_value = _paired_t_pvalue(mean_diff, sd_diff, n)
     ci_low, ci_high = _t_interval(mean_diff, sd_diff, n, level)
 
     wins = (xa > xb) + 0.5 * (xa == xb)  # [n] 1, 1/2 or 0 per seed
@@ -170,6 +171,16 @@ def compare_paired(
         p_improve_low=p_low,
         p_improve_high=p_high,
     )
+
+
+def _paired_t_pvalue(mean_diff: float, sd_diff: float, n: int) -> float:
+    """Two-sided p-value of the paired t-test, the same number as ``scipy.stats.ttest_rel(a, b).pvalue``.
+
+    Computed from the t distribution directly: ttest_rel's input handling costs ~2 ms a call, which the calibration
+    simulations (thousands of comparisons) cannot afford; tests check the two agree.
+    """
+    t = mean_diff / (sd_diff / math.sqrt(n))
+    return float(2 * special.stdtr(n - 1, -abs(t)))
 
 
 def improvement_decision(p_low: float, p_high: float, gamma: float = 0.75) -> str:
@@ -332,9 +343,14 @@ def holm(p_values: Sequence[float]) -> list[float]:
 def _check_power_args(sd: float, alpha: float, power: float | None = None) -> None:
     if not (isinstance(sd, int | float | np.floating) and math.isfinite(sd) and sd >= 0):
         raise ValueError(f"sd must be a finite number >= 0 (got {sd!r}); pass the sample std of the differences")
-    _check_level(alpha, "alpha")
+    _check_level(alpha, "alpha", "0.05")
     if power is not None:
-        _check_level(power, "power")
+        _check_level(power, "power", "0.8")
+
+
+def _check_pairs(n: int) -> None:
+    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 2:
+        raise ValueError(f"n must be an integer >= 2 (got {n!r}); a paired t-test needs at least 2 pairs")
 
 
 def power_paired(effect: float, sd: float, n: int, alpha: float = 0.05) -> float:
@@ -346,19 +362,26 @@ def power_paired(effect: float, sd: float, n: int, alpha: float = 0.05) -> float
     _check_power_args(sd, alpha)
     if not (isinstance(effect, int | float | np.floating) and math.isfinite(effect)):
         raise ValueError(f"effect must be a finite number (got {effect!r})")
-    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 2:
-        raise ValueError(f"n must be an integer >= 2 (got {n!r}); a paired t-test needs at least 2 pairs")
+    _check_pairs(n)
     if sd == 0:
         return 1.0 if effect != 0 else 0.0
-    df = n - 1
+    df = int(n) - 1
     nc = abs(effect) / sd * math.sqrt(n)  # the power is symmetric in the sign of the effect
-    t_crit = float(sps.t.ppf(1 - alpha / 2, df))
-    # P(T > t) + P(T < -t), the far tail as P(T' > t) with T' of noncentrality -nc: scipy's nct.cdf returns nan for
-    # tiny lower tails at large noncentrality (n = 5000, nc = 35) while nct.sf stays finite there.
-    power = float(sps.nct.sf(t_crit, df, nc) + sps.nct.sf(t_crit, df, -nc))
+    return _power(df, nc, float(special.stdtrit(df, 1 - alpha / 2)))
+
+
+def _power(df: int, nc: float, t_crit: float) -> float:
+    """P(|T| > t_crit) for T ~ nct(df, nc), nc >= 0: the power of a two-sided t-test, unchecked (root searches)."""
+    # P(T > t) + P(T < -t) for T ~ nct(df, nc), the far tail written as P(T' > t) with T' ~ nct(df, -nc): the
+    # noncentral t CDF returns nan for tiny lower tails at large noncentrality (df 4999, nc 35). scipy.special's
+    # nctdtr is the CDF behind scipy.stats.nct without its ~0.2 ms of argument handling a call (power_paired runs
+    # inside root searches); where it still gives nan, nct.sf, slower but finite there, takes over.
+    power = float(2 - special.nctdtr(df, nc, t_crit) - special.nctdtr(df, -nc, t_crit))
+    if not math.isfinite(power):
+        power = float(sps.nct.sf(t_crit, df, nc) + sps.nct.sf(t_crit, df, -nc))
     if not math.isfinite(power):
         raise RuntimeError(f"scipy.stats.nct gave a non-finite power for df={df}, nc={nc}, t={t_crit}")
-    return min(power, 1.0)
+    return min(max(power, 0.0), 1.0)
 
 
 def seeds_needed(effect: float, sd: float, alpha: float = 0.05, power: float = 0.8, max_n: int = 10_000) -> int | None:
@@ -368,14 +391,37 @@ def seeds_needed(effect: float, sd: float, alpha: float = 0.05, power: float = 0
         raise ValueError(f"max_n must be an integer >= 2 (got {max_n!r})")
     if effect == 0:
         return None
-    if power_paired(effect, sd, 2, alpha) >= power:
-        return 2
-    if power_paired(effect, sd, int(max_n), alpha) < power:
-        return None
-    low, high = 2, int(max_n)  # power(low) < power <= power(high); power grows with n
+    max_n = int(max_n)
+
+    def enough(n: int) -> bool:
+        return power_paired(effect, sd, n, alpha) >= power
+
+    # Start at the normal approximation n = ((z_{1-alpha/2} + z_power) sd / effect)^2 (the t-test needs a few more),
+    # gallop to a bracket low < answer <= high, then bisect: power grows with n. About 6 power evaluations.
+    z = float(special.ndtri(1 - alpha / 2) + special.ndtri(power))
+    guess = 2 if sd == 0 else min(max(2, math.ceil((z * sd / abs(effect)) ** 2)), max_n)
+    step = 1
+    if enough(guess):
+        high = guess
+        while True:
+            low = max(2, high - step)
+            if low == high:
+                return 2
+            if not enough(low):
+                break
+            high, step = low, 2 * step
+    else:
+        low = guess
+        while True:
+            if low == max_n:
+                return None
+            high = min(max_n, low + step)
+            if enough(high):
+                break
+            low, step = high, 2 * step
     while high - low > 1:
         mid = (low + high) // 2
-        if power_paired(effect, sd, mid, alpha) >= power:
+        if enough(mid):
             high = mid
         else:
             low = mid
@@ -385,18 +431,30 @@ def seeds_needed(effect: float, sd: float, alpha: float = 0.05, power: float = 0
 def min_detectable_effect(sd: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float:
     """Smallest |effect| the two-sided paired t-test detects with ``power`` at n pairs; 0.0 when sd == 0."""
     _check_power_args(sd, alpha, power)
-    if sd == 0:
+    _check_pairs(n)
+    if sd == 0 or power <= alpha:  # power <= alpha: even no effect is "detected" at the rate alpha
         return 0.0
-    if power <= alpha:  # even no effect is "detected" at the rate alpha
-        return 0.0
+    return sd * _detectable_standardized_effect(int(n), float(alpha), float(power))
 
-    def gap(effect: float) -> float:
-        return power_paired(effect, sd, n, alpha) - power
 
-    high = sd
-    while gap(high) < 0:  # power -> 1 as the effect grows: bracket the root
+@functools.lru_cache(maxsize=1024)
+def _detectable_standardized_effect(n: int, alpha: float, power: float) -> float:
+    """The detectable effect in units of the difference sd: the power depends on effect / sd alone, so one root per
+    (n, alpha, power) serves every sd (a sweep asks for the same few seed counts again and again)."""
+    df, t_crit = n - 1, float(special.stdtrit(n - 1, 1 - alpha / 2))
+
+    def gap(dz: float) -> float:  # power_paired less its checks
+        return _power(df, dz * math.sqrt(n), t_crit) - power
+
+    # Bracket the root around the normal approximation z_{1-alpha/2} + z_power over sqrt(n); gap(0) = alpha -
+    # power < 0 and the power goes to 1 as the effect grows, so both loops end.
+    guess = float(special.ndtri(1 - alpha / 2) + special.ndtri(power)) / math.sqrt(n)
+    low, high = guess / 2, guess
+    while low > 0 and gap(low) >= 0:
+        low = low / 2 if low > 1e-12 else 0.0
+    while gap(high) < 0:
         high *= 2
-    return float(optimize.brentq(gap, 0.0, high, xtol=1e-12 * sd, rtol=1e-10))
+    return float(optimize.brentq(gap, low, high, xtol=1e-13, rtol=1e-10))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -436,6 +494,13 @@ def verdict(
         raise ValueError(f"min_seeds must be an integer >= 2 (got {min_seeds!r})")
     if not (isinstance(min_effect, int | float) and min_effect > 0):
         raise ValueError(f"min_effect must be a number > 0 (got {min_effect!r}); pass e.g. 0.01 (one point)")
+    if combined_ci is not None:
+        low, high = combined_ci
+        if not (math.isfinite(low) and math.isfinite(high) and low <= high):
+            raise ValueError(
+                f"combined_ci must be a finite (low, high) pair with low <= high (got {combined_ci!r}); "
+                "pass the bounds paired_bootstrap_diff returns, or None"
+            )
     n = cmp.n
     if n < min_seeds:
         return Verdict("no verdict", f"no verdict: {n} seeds (at least {min_seeds} needed)", math.nan, None)
@@ -443,7 +508,8 @@ def verdict(
     mde = min_detectable_effect(cmp.sd_diff, n, alpha, power)
     if p_adjusted < alpha:
         direction = "helps" if cmp.mean_diff > 0 else "hurts"
-        if combined_ci is None or _excludes_zero_on_side(combined_ci, cmp.mean_diff):
+        # the interval that counts test-set sampling must confirm the direction, not merely exclude 0
+        if combined_ci is None or (combined_ci[0] > 0 if cmp.mean_diff > 0 else combined_ci[1] < 0):
             return Verdict(direction, direction, mde, None)
         return Verdict("inconclusive", "inconclusive: consistent over seeds, within test-set noise", mde, None)
     if mde <= min_effect:
@@ -456,10 +522,3 @@ def verdict(
     else:  # these seeds should have sufficed at the observed effect: a miss by chance or by the correction
         text = f"inconclusive: {n} seeds, a few more needed"
     return Verdict("inconclusive", text, mde, needed)
-
-
-def _excludes_zero_on_side(ci: tuple[float, float], mean_diff: float) -> bool:
-    low, high = ci
-    if not (math.isfinite(low) and math.isfinite(high) and low <= high):
-        raise ValueError(f"combined_ci must be a finite (low, high) pair with low <= high (got {ci!r})")
-    return low > 0 if mean_diff > 0 else high < 0
