@@ -88,3 +88,52 @@ def test_notebook_model_fails_dropout_active_as_the_notebook_did() -> None:
     fixed = build_model(dataclasses.replace(cfg, hidden_p=0.0, input_p=0.3), VOCAB, CLASSES)
     checks.check_dropout_active(fixed, batch)
     checks.check_padding_invariance(fixed, batch)  # packing makes the notebook model padding-invariant
+
+
+@pytest.mark.parametrize("amp", ["off", "bf16"])
+def test_train_step_passes_amp_clipping_and_the_scaler_protocol_with_autocast_on_or_off(amp: str) -> None:
+    def step(model, batch, optimizer, scaler, max_norm: float):
+        cfg = TrainConfig(clip="norm", max_norm=max_norm, label_smoothing=0.0, amp=amp)
+        return train_step(model, batch, optimizer, scaler, cfg)
+
+    passed = checks.check_amp_clipping(step)
+    assert ("ran in bfloat16" if amp == "bf16" else "ran in float32") in passed.detail
+    checks.check_amp_scaler(step)
+
+
+@pytest.mark.parametrize("decay_bias_and_norm", [False, True])
+def test_project_param_groups_pass_the_decay_group_check_unless_told_to_decay_everything(
+    decay_bias_and_norm: bool,
+) -> None:
+    from rnnreg.testing import regularizers
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(embed_dim=8, hidden_dim=8), VOCAB, CLASSES)
+    cfg = TrainConfig(optimizer="adamw", weight_decay=0.01, decay_bias_and_norm=decay_bias_and_norm)
+    if decay_bias_and_norm:  # the opt-in the config offers is exactly what the check reports
+        with pytest.raises(checks.InvariantViolation, match="1-D parameters"):
+            regularizers.check_decay_groups(model, make_optimizer(model, cfg))
+    else:
+        regularizers.check_decay_groups(model, make_optimizer(model, cfg))
+
+
+def test_project_embedding_dropout_and_weight_drop_pass_their_checks() -> None:
+    from rnnreg.layers import EmbeddingDropout, WeightDrop
+    from rnnreg.testing import regularizers
+
+    torch.manual_seed(0)
+    table, drop = nn.Embedding(VOCAB, 6), EmbeddingDropout(VOCAB, 0.3)
+    layer = nn.ModuleDict({"table": table, "drop": drop})
+    regularizers.check_embedding_dropout(_EmbedThenDrop(layer), p=0.3)
+    regularizers.check_weight_drop(
+        WeightDrop(nn.GRU(5, 4, num_layers=2, batch_first=True, bidirectional=True), 0.3), p=0.3
+    )
+
+
+class _EmbedThenDrop(nn.Module):
+    def __init__(self, parts: nn.ModuleDict) -> None:
+        super().__init__()
+        self.parts = parts
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.parts["drop"](self.parts["table"](tokens), tokens)
