@@ -186,10 +186,28 @@ def test_collate_gives_a_batch_or_a_clear_error(batch: list[tuple[object, object
         assert isinstance(out, Batch)
         assert out.tokens.dtype == out.lengths.dtype == out.labels.dtype == torch.int64
         assert out.tokens.shape == (len(batch), int(out.lengths.max()))
+        assert int(out.labels.min()) >= 0  # class ids
         for row, (token_ids, label) in enumerate(batch):
             n = int(out.lengths[row])
             assert out.tokens[row, :n].tolist() == list(token_ids)  # type: ignore[call-overload]
             assert int(out.labels[row]) == label
+
+
+@pytest.mark.parametrize(
+    ("batch", "error", "expected"),
+    [
+        ([([1, 2], -1)], ValueError, "example 0: the label must be a class id >= 0"),
+        ([([1], 0), ([1, 2**63], 1)], ValueError, "example 1: token ids must be ints in the int64 range"),
+        ([([1.5], 0)], TypeError, "example 0: token ids must be a flat list of ints"),
+        ([([1], True)], TypeError, "example 0: the label must be an int class id"),
+        ([("abc", 0)], TypeError, "example 0: token ids must be a list of ints"),
+        ([[1, 2, 3]], TypeError, "example 0 must be a (token_ids, label) pair"),
+    ],
+)
+def test_collate_names_the_bad_example(batch: list[object], error: type[Exception], expected: str) -> None:
+    with pytest.raises(error) as info:
+        collate(batch)  # type: ignore[arg-type]
+    assert expected in str(info.value)
 
 
 # ---------------------------------------------------------------------------------------------------------------

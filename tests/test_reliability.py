@@ -8,6 +8,7 @@ never interrupted.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import hashlib
 import io
@@ -108,6 +109,15 @@ def test_divergence_stops_training_and_keeps_the_last_checkpoint(tmp_path: Path)
         assert hint in message
     assert (tmp_path / "last.pt").read_bytes() == kept["last.pt"]  # epoch 1's checkpoint, untouched
     assert not (tmp_path / "model.pt").exists()  # no finished-looking model from a diverged run
+
+
+def test_the_skip_streak_survives_a_resume(tmp_path: Path) -> None:
+    data = prepare(DataConfig(source="tiny"), corpus=_tiny_corpus())
+    one_epoch = _exploding(max_skipped_steps=8)
+    one_epoch = Experiment(one_epoch.data, one_epoch.model, dataclasses.replace(one_epoch.train, epochs=1))
+    fit(one_epoch, data, seed=0, out_dir=tmp_path)  # ends with 4 skipped steps in a row, under the limit
+    with pytest.raises(TrainingDiverged, match="8 consecutive steps in epoch 2"):  # as the uninterrupted run
+        fit(_exploding(max_skipped_steps=8), data, seed=0, out_dir=tmp_path, resume=True)
 
 
 def test_divergence_limit_zero_never_stops() -> None:
