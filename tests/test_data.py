@@ -145,6 +145,13 @@ def test_vocab_is_built_on_train_only_so_a_val_only_word_is_unk() -> None:
     assert all(vocab.encode(w) != [UNK_ID] for w in train_words)
 
 
+def test_build_vocab_has_no_word_that_occurs_only_in_validation_or_test() -> None:
+    train = [("a good film", 1), ("a bad film", 0)]
+    corpus = Corpus("tiny", train, [("valword good", 1)], [("testword bad", 0)], ["negative", "positive"])
+    vocab = build_vocab(corpus, DataConfig(source="tiny"))
+    assert set(vocab.itos[2:]) == {"a", "good", "bad", "film"}  # PAD, UNK, then the training words only
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # labels and Corpus
 
