@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import socket
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -174,6 +175,23 @@ def _crashed(task: RunTask, error: BaseException) -> dict[str, Any]:
     }
 
 
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail fast on an address nothing listens on: Ray itself retries for minutes before it gives up."""
+    if address == "auto" or "://" in address:
+        return  # Ray finds the cluster itself ("auto"), or a Ray Client URL it connects to on its own
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"--address must be host:port of a Ray head node, e.g. 127.0.0.1:6379 (got {address!r})")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except OSError as e:
+        raise ValueError(
+            f"no Ray cluster answers at --address {address} ({e.strerror or e}); start one there with "
+            "`ray start --head`, or leave --address out to run Ray locally"
+        ) from None
+
+
 def _ray_task(task: RunTask, corpus: Corpus, threads: int) -> dict[str, Any]:
     import torch
 
@@ -191,16 +209,25 @@ def run_ray(
         raise ValueError("--executor ray needs Ray: pip install 'rnnreg[ray]'") from None
     started_here = not ray.is_initialized()
     if started_here:
+        if address:
+            _check_reachable(address)
         try:
             if address:
-                ray.init(address=address, log_to_driver=False, include_dashboard=False)
-            else:
-                ray.init(num_cpus=workers * threads, log_to_driver=False, include_dashboard=False)
+                ray.init(address=address, log_to_driver=False, include_dashboard=False, logging_level="warning")
+            else:  # a local instance on loopback only
+                ray.init(
+                    num_cpus=workers * threads,
+                    log_to_driver=False,
+                    include_dashboard=False,
+                    logging_level="warning",
+                    _node_ip_address="127.0.0.1",
+                )
         except Exception as e:  # ConnectionError, or Ray's own errors for a bad address
             where = f"the Ray cluster at {address!r}" if address else "a local Ray instance"
+            first = str(e).splitlines()[0] if str(e) else ""
             raise ValueError(
-                f"could not start or reach {where} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
-                "check --address (host:port of `ray start --head`), or leave it out to run Ray locally"
+                f"could not start or reach {where} ({type(e).__name__}: {first}); check --address (host:port of "
+                "`ray start --head`), or leave it out to run Ray locally"
             ) from None
     try:
         remote = ray.remote(num_cpus=threads, max_retries=0)(_ray_task)
@@ -270,11 +297,10 @@ def sweep(
     todo = [t for t in tasks if state.records.get(t.key, {}).get("status") not in ("ok", "diverged")]
     todo = list({t.key: t for t in todo}.values())  # a variant identical to another runs once
     n_workers, threads = split_cores(workers, len(todo), threads=threads)
-    events = (
-        run_ray(todo, corpus, n_workers, threads, address)
-        if executor == "ray"
-        else run_local(todo, corpus, n_workers, threads)
-    )
+    events: Iterator[Event] = iter(())  # nothing to run: start no pool and no Ray
+    if todo:
+        runner = run_ray(todo, corpus, n_workers, threads, address) if executor == "ray" else None
+        events = runner or run_local(todo, corpus, n_workers, threads)
     from tqdm import tqdm
 
     show = sys.stdout.isatty() if progress is None else progress
