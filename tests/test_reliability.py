@@ -8,6 +8,7 @@ never interrupted.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import errno
 import hashlib
@@ -293,16 +294,69 @@ def test_sigkill_at_a_random_moment_then_resume_is_bit_identical(
 
 
 @pytest.mark.slow
-def test_sigkill_at_many_random_moments_then_resume_is_bit_identical(
+def test_sigkill_at_every_event_then_resume_is_bit_identical(
     csv: Path, tmp_path: Path, reference: tuple[Path, dict[str, int]], capsys: pytest.CaptureFixture[str]
 ) -> None:
     ref_dir, counts = reference
     events = [(kind, i) for kind in _KillAt.KINDS for i in range(1, counts[kind] + 1)]
-    rng = random.Random(2026)
-    for n, (kind, at) in enumerate(rng.sample(events, min(40, len(events)))):
+    random.Random(2026).shuffle(events)
+    for n, (kind, at) in enumerate(events):
         with pytest.MonkeyPatch.context() as m:
             _kill_resume_and_compare(csv, tmp_path / f"killed-{n}", ref_dir, kind, at, m)
         capsys.readouterr()
+
+
+@pytest.mark.slow
+def test_sigkill_from_outside_at_seeded_random_times_then_resume_is_bit_identical(
+    csv: Path, tmp_path: Path, reference: tuple[Path, dict[str, int]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The real console entry point in a fresh interpreter, killed by another process while it trains."""
+    ref_dir, _ = reference
+    command = [sys.executable, "-m", "rnnreg.cli"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+
+    def start(out: Path) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            [*command, *_train(csv, out)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+        )
+        assert proc.stdout is not None
+        while not proc.stdout.readline().startswith("data:"):  # imports done, training about to start
+            pass
+        return proc
+
+    t0 = time.monotonic()
+    timing = start(tmp_path / "timing")
+    assert timing.wait(timeout=300) == 0
+    timing.stdout.close()  # type: ignore[union-attr]
+    span = time.monotonic() - t0
+    rng = random.Random(9)
+    for n in range(5):  # each costs a fresh interpreter importing torch: seconds, before it trains at all
+        out = tmp_path / f"killed-{n}"
+        proc = start(out)
+        time.sleep(rng.uniform(0, span))
+        proc.kill()
+        proc.wait(timeout=60)
+        proc.stdout.close()  # type: ignore[union-attr]
+        if (out / "last.pt").exists():
+            read_checkpoint(out / "last.pt", "training")
+        resume = ["--resume"] if (out / "last.pt").exists() else []
+        assert main(_train(csv, out, *resume)) == 0
+        for name, tensor in _weights(ref_dir / "model.pt").items():
+            assert torch.equal(tensor, _weights(out / "model.pt")[name]), (n, name)
+        capsys.readouterr()
+
+
+def test_every_torch_load_in_the_package_uses_weights_only() -> None:
+    package = Path(fit_module.__file__).parent
+    calls = []
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and ast.unparse(node.func) in ("torch.load", "load"):
+                calls.append((path.name, node))
+    assert calls, "no torch.load found: the scan is broken"
+    for name, node in calls:
+        flags = {k.arg: ast.unparse(k.value) for k in node.keywords}
+        assert flags.get("weights_only") == "True", f"{name}:{node.lineno} calls torch.load without weights_only=True"
 
 
 # ---------------------------------------------------------------------------------------------------------------
