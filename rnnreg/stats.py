@@ -252,16 +252,24 @@ def _per_seed_metric(pred: np.ndarray, y: np.ndarray, weights: np.ndarray, metri
     if metric == "accuracy":
         correct = (pred == y).astype(np.float64)  # [S, N]
         return weights @ correct.T / N  # [B, S]
-    classes = np.arange(k)
+    S, K = pred.shape[0], k  # seeds, classes
+    classes = np.arange(K)
     pred_is = pred[:, :, None] == classes  # [S, N, K]
     true_is = np.broadcast_to(y[None, :, None] == classes, pred_is.shape)  # [S, N, K]
-    flat = np.stack([pred_is & true_is, pred_is, true_is]).astype(np.float64)  # [3, S, N, K]
-    counts = np.einsum("bn,isnk->ibsk", weights, flat)  # [3, B, S, K]: true positives, predicted, true
-    tp, predicted, actual = counts
+    indicators = np.stack([pred_is & true_is, pred_is, true_is])  # [3, S, N, K]
+    indicators = indicators.transpose(2, 0, 1, 3).reshape(N, 3 * S * K).astype(np.float64)  # [N, 3 S K]
+    counts = (weights @ indicators).reshape(-1, 3, S, K)  # [B, 3, S, K]: weighted counts, one matrix product
+    tp, predicted, actual = counts[:, 0], counts[:, 1], counts[:, 2]  # [B, S, K] each
     denom = predicted + actual  # 2 TP + FP + FN
     with np.errstate(invalid="ignore", divide="ignore"):
         f1 = np.where(denom > 0, 2 * tp / denom, 0.0)  # [B, S, K]; a class absent from truth and prediction scores 0
     return f1.mean(axis=2)  # [B, S]
+
+
+def _draw_counts(rng: np.random.Generator, replicates: int, n: int) -> np.ndarray:
+    """[replicates, n] how often each of n items is drawn when n are drawn with replacement, per replicate."""
+    draws = rng.integers(0, n, size=(replicates, n)) + n * np.arange(replicates)[:, None]  # [R, n] flat indices
+    return np.bincount(draws.ravel(), minlength=replicates * n).reshape(replicates, n).astype(np.float64)
 
 
 def paired_bootstrap_diff(
@@ -302,15 +310,11 @@ def paired_bootstrap_diff(
 
     rng = np.random.default_rng(seed)
     replicates = np.empty(n_boot)
-    chunk = max(1, 2**22 // (N * max(S, 1) * (k if metric == "macro_f1" else 1)))  # bounds memory to ~100 MB
+    chunk = max(1, 2**21 // N)  # replicates at a time: the [chunk, N] draws stay near 32 MB
     for start in range(0, n_boot, chunk):
         B = min(chunk, n_boot - start)
-        cols = rng.integers(0, N, size=(B, N))  # resampled test examples
-        col_w = np.zeros((B, N))
-        np.add.at(col_w, (np.arange(B)[:, None], cols), 1.0)  # [B, N] draw counts
-        rows = rng.integers(0, S, size=(B, S))  # resampled seeds
-        row_w = np.zeros((B, S))
-        np.add.at(row_w, (np.arange(B)[:, None], rows), 1.0)  # [B, S] draw counts
+        col_w = _draw_counts(rng, B, N)  # [B, N] how often each test example is drawn
+        row_w = _draw_counts(rng, B, S)  # [B, S] how often each seed is drawn
         diff = _per_seed_metric(a, y, col_w, metric, k) - _per_seed_metric(b, y, col_w, metric, k)  # [B, S]
         replicates[start : start + B] = (row_w * diff).sum(axis=1) / S
     low, high = _percentile_interval(replicates, level)

@@ -20,6 +20,7 @@ from sklearn.metrics import accuracy_score, f1_score
 from rnnreg.stats import (
     Comparison,
     Summary,
+    _per_seed_metric,  # the replicate's metric, checked against scikit-learn's sample_weight
     compare_paired,
     holm,
     improvement_decision,
@@ -257,6 +258,22 @@ def test_bootstrap_macro_f1_point_equals_sklearn_with_absent_classes_scoring_zer
     assert point == pytest.approx(expected, abs=1e-12)
     acc = np.mean([accuracy_score(y, pa) - accuracy_score(y, pb) for pa, pb in zip(pred_a, pred_b, strict=True)])
     assert paired_bootstrap_diff(pred_a, pred_b, y, n_boot=10)[0] == pytest.approx(acc, abs=1e-12)
+
+
+def test_a_bootstrap_replicate_scores_like_sklearn_on_the_resampled_test_set() -> None:
+    # A replicate weighs each test example by how often it was drawn; scikit-learn's sample_weight gives the metric
+    # of the resampled test set directly, classes missing from a replicate included (labels 0..3, zero_division=0).
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 4, size=40)
+    pred = np.where(rng.random((3, 40)) < 0.5, y, rng.integers(0, 4, size=(3, 40)))  # [S, N]
+    weights = np.stack([np.bincount(rng.integers(0, 40, size=40), minlength=40) for _ in range(5)])  # [B, N]
+    weights[0] = np.bincount(rng.choice(np.flatnonzero(y != 3), size=40), minlength=40)  # no class 3 in the truth
+    got = {m: _per_seed_metric(pred, y, weights.astype(float), m, 4) for m in ("accuracy", "macro_f1")}  # [B, S]
+    for b, w in enumerate(weights):
+        for s, p in enumerate(pred):
+            f1 = f1_score(y, p, labels=range(4), average="macro", zero_division=0, sample_weight=w)
+            assert got["macro_f1"][b, s] == pytest.approx(f1, abs=1e-12)
+            assert got["accuracy"][b, s] == pytest.approx(accuracy_score(y, p, sample_weight=w), abs=1e-12)
 
 
 def test_bootstrap_over_seeds_alone_matches_the_binomial_by_hand() -> None:
@@ -539,6 +556,9 @@ def test_verdict_inconclusive_says_how_many_seeds_are_needed() -> None:
     near = verdict(_comparison(5, 0.03, 0.01), p_adjusted=0.08)
     assert (near.label, near.text) == ("inconclusive", "inconclusive: 5 seeds, a few more needed")
     assert near.seeds_needed is not None and near.seeds_needed <= 5
+    # at 4 seeds the same effect is on the edge (4 pairs needed at dz = 3: 3 pairs give the t-test with 2 df only
+    # ~0.75 power): "about 4 needed" with 4 seeds run would be no advice either
+    assert verdict(_comparison(4, 0.03, 0.01), p_adjusted=0.08).text == "inconclusive: 4 seeds, a few more needed"
 
 
 def test_verdict_rejects_bad_input() -> None:
