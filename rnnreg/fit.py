@@ -316,7 +316,7 @@ def _diverged_message(streak: int, epoch: int, tc: TrainConfig, last_path: Path 
     kept = f"; {last_path} keeps the last finished epoch" if last_path is not None and last_path.is_file() else ""
     return (
         f"training diverged: {streak} consecutive steps in epoch {epoch} had non-finite gradients and were skipped; "
-        f"try a lower train.lr (now {tc.lr:g}), train.clip=norm (now {tc.clip}), or train.amp=bf16 instead of fp16"
+        f"try a lower train.lr (now {tc.lr:g}), train.clip=norm (now {tc.clip}), or, with fp16, train.amp=bf16"
         f" (now {tc.amp}){kept}"
     )
 
