@@ -15,7 +15,7 @@ import numpy as np
 from scipy import optimize, special
 from scipy import stats as sps
 
-METRICS = ("accuracy", "macro_f1")
+BOOTSTRAP_METRICS = ("accuracy", "macro_f1")  # what paired_bootstrap_diff can recompute from predictions
 VERDICT_LABELS = ("helps", "hurts", "no detectable difference", "inconclusive", "no verdict")
 
 
@@ -298,8 +298,8 @@ def paired_bootstrap_diff(
     Returns:
         (point, low, high): the point estimate on the original data and the percentile interval.
     """
-    if metric not in METRICS:
-        raise ValueError(f"metric must be one of {METRICS} (got {metric!r})")
+    if metric not in BOOTSTRAP_METRICS:
+        raise ValueError(f"metric must be one of {BOOTSTRAP_METRICS} (got {metric!r})")
     _check_level(level)
     _check_n_boot(n_boot)
     a, b, y, k = _check_predictions(pred_a, pred_b, y_true, num_classes)
