@@ -23,7 +23,8 @@ from rnnreg.model import build_model
 
 HANG_S = 30  # far beyond any input here (milliseconds each): only a real hang reaches it
 
-FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# Examples per property come from the profile (25 by default, 500 with HYPOTHESIS_PROFILE=thorough).
+FUZZ = settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 @contextlib.contextmanager
