@@ -72,13 +72,17 @@ class Report:
         return asdict(self)
 
 
+def _finite(values: Sequence[float | None]) -> list[float]:
+    return [float(v) for v in values if v is not None and math.isfinite(v)]
+
+
 def _mean(values: Sequence[float | None]) -> float | None:
-    kept = [v for v in values if v is not None and math.isfinite(v)]
+    kept = _finite(values)
     return float(np.mean(kept)) if kept else None
 
 
 def _summary(values: Sequence[float | None]) -> stats.Summary | None:
-    kept = [float(v) for v in values if v is not None]
+    kept = _finite(values)
     return stats.summarize(kept) if kept else None
 
 
