@@ -8,6 +8,7 @@ what is missing.
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing
 import os
 import socket
@@ -213,13 +214,13 @@ def run_ray(
             _check_reachable(address)
         try:
             if address:
-                ray.init(address=address, log_to_driver=False, include_dashboard=False, logging_level="warning")
+                ray.init(address=address, log_to_driver=False, include_dashboard=False, logging_level=logging.WARNING)
             else:  # a local instance on loopback only
                 ray.init(
                     num_cpus=workers * threads,
                     log_to_driver=False,
                     include_dashboard=False,
-                    logging_level="warning",
+                    logging_level=logging.WARNING,
                     _node_ip_address="127.0.0.1",
                 )
         except Exception as e:  # ConnectionError, or Ray's own errors for a bad address
