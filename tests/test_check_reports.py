@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import textwrap
 import xml.etree.ElementTree as ET
@@ -240,3 +241,37 @@ def test_run_checks_only_runs_the_named_checks_and_rejects_unknown_names() -> No
         run_checks(ref.PackedGRU, only=["padding"])
     with pytest.raises(ValueError, match="layer_p"):
         run_checks(weight_drop=ref.FunctionalWeightDrop)
+
+
+def test_report_files_are_utf8_indented_json_and_declared_xml(tmp_path: Path) -> None:
+    from rnnreg.testing.report import write_json, write_junit
+
+    rows = [*rows_of_every_status(), CheckResult("f", "FAIL", "")]
+    write_json(rows, tmp_path / "r.json")
+    assert (tmp_path / "r.json").read_bytes() == (json.dumps(to_json(rows), indent=2) + "\n").encode("utf-8")
+    write_junit(rows, tmp_path / "r.xml")
+    text = (tmp_path / "r.xml").read_text("utf-8")
+    assert text.startswith("<?xml version='1.0' encoding='utf-8'?>\n<testsuites")
+    root = ET.fromstring(text.split("\n", 1)[1])
+    assert (root.tag, root.get("name"), root.get("tests")) == ("testsuites", "rnnreg check", "6")
+    suite = root.find("testsuite")
+    assert suite is not None and suite.get("name") == "rnnreg check"
+    cases = {c.get("name"): c for c in suite.iter("testcase")}
+    assert {c.get("classname") for c in cases.values()} == {"rnnreg.check"}
+    failure = cases["b"].find("failure")
+    assert failure is not None and failure.get("type") == "InvariantViolation"
+    error = cases["e"].find("error")
+    assert (
+        error is not None and error.get("message") == "could not run: no kernel" and error.text == error.get("message")
+    )
+    skipped = cases["d"].find("skipped")
+    assert skipped is not None and skipped.get("message") == "no loss_fn given"
+    empty = cases["f"].find("failure")
+    assert empty is not None and empty.get("message") == "FAIL"  # no detail: the status stands in for the message
+
+
+def test_adapter_names_say_what_they_adapt() -> None:
+    call = adapters.adapter(inputs=adapters.input_ids_attention_mask, output=adapters.first)
+    assert call.__name__ == "adapter(input_ids_attention_mask, first)"
+    unnamed = adapters.adapter(inputs=functools.partial(adapters.tokens_only), output=functools.partial(adapters.first))
+    assert unnamed.__name__ == "adapter(inputs, output)"
