@@ -216,17 +216,25 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
             f"results in {out}"
         )
         try:
-            result = sweep(
-                tasks,
-                corpus,
-                store,
-                executor=args.executor,
-                workers=args.workers,
-                threads=args.threads,
-                address=args.address,
+            with _stop_on_signals():
+                result = sweep(
+                    tasks,
+                    corpus,
+                    store,
+                    executor=args.executor,
+                    workers=args.workers,
+                    threads=args.threads,
+                    address=args.address,
+                )
+        except _Signalled as stop:
+            kept = len([k for k in store.load().records if k in {t.key for t in tasks}])
+            name = signal.Signals(stop.signum).name
+            print(
+                f"rnnreg: stopped by {name}; {kept} finished run(s) are kept in {store.path}: the same command "
+                "resumes from there",
+                file=sys.stderr,
             )
-        except KeyboardInterrupt:
-            return _fail(f"interrupted; finished runs are kept in {store.path}: the same command resumes", 130)
+            return 128 + stop.signum  # 130 for SIGINT, 143 for SIGTERM
         for problem in result.problems:
             print(f"warning: {problem}", file=sys.stderr)
         keys = {(t.variant, t.seed): t.key for t in tasks}

@@ -144,25 +144,30 @@ def run_local(tasks: Sequence[RunTask], corpus: Corpus, workers: int, threads: i
         return
     # spawn, not fork: a forked child inherits torch's OpenMP state mid-flight, which can deadlock.
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(corpus, threads)) as pool:
-        queue = list(tasks)
-        running: dict[Future[dict[str, Any]], RunTask] = {}
-        try:
-            while queue or running:
-                while queue and len(running) < workers:  # submit as slots free up, so "running" is honest
-                    task = queue.pop(0)
-                    running[pool.submit(_run_in_worker, task)] = task
-                    yield "started", task
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in done:
-                    task = running.pop(future)
-                    try:
-                        yield "done", future.result()
-                    except Exception as e:  # the worker process itself died (e.g. out of memory)
-                        yield "done", _crashed(task, e)
-        finally:
-            for future in running:
-                future.cancel()
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(corpus, threads))
+    queue = list(tasks)
+    running: dict[Future[dict[str, Any]], RunTask] = {}
+    try:
+        while queue or running:
+            while queue and len(running) < workers:  # submit as slots free up, so "running" is honest
+                task = queue.pop(0)
+                running[pool.submit(_run_in_worker, task)] = task
+                yield "started", task
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                task = running.pop(future)
+                try:
+                    yield "done", future.result()
+                except Exception as e:  # the worker process itself died (e.g. out of memory)
+                    yield "done", _crashed(task, e)
+    except BaseException:
+        # Interrupted (a signal, Ctrl-C, or the consumer stopped): the runs in flight are lost anyway, so stop their
+        # processes now instead of waiting for them to finish.
+        for process in list((getattr(pool, "_processes", None) or {}).values()):  # a private map pid -> Process
+            process.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
 
 
 def _crashed(task: RunTask, error: BaseException) -> dict[str, Any]:

@@ -205,30 +205,43 @@ def test_ablate_on_a_csv_it_has_never_seen_prints_the_table_and_writes_every_out
     assert len((out / "runs.jsonl").read_text().splitlines()) == 14
 
 
-def test_killing_ablate_mid_sweep_loses_only_the_run_in_flight(tmp_path: Path) -> None:
+def test_sigterm_then_sigkill_mid_sweep_lose_only_the_runs_in_flight(tmp_path: Path) -> None:
     data = _write_csv(tmp_path / "reviews.csv")
     out = tmp_path / "out"
-    cmd = [
-        sys.executable,
-        "-m",
-        "rnnreg.cli",
-        *_ablate(data, out, "--seeds", "2", "--preset", "none", "--variant", "a", "--variant", "b", "train.lr=0.02"),
-    ]
+    argv = _ablate(data, out, "--seeds", "3", "--preset", "none", "--variant", "a", "--variant", "b", "train.lr=0.02")
+    cmd = [sys.executable, "-m", "rnnreg.cli", *argv]  # 3 seeds x (a, b, the linear reference) = 9 runs
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     runs = out / "runs.jsonl"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and (not runs.exists() or len(runs.read_bytes().splitlines()) < 2):
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
-    kept = [json.loads(line)["key"] for line in runs.read_bytes().splitlines() if line.strip()]
-    assert 2 <= len(kept) < 6, "the kill must land mid-sweep"
+
+    def lines() -> list[bytes]:
+        return runs.read_bytes().splitlines() if runs.exists() else []
+
+    def stop_after(n: int, sig: signal.Signals) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and len(lines()) < n and proc.poll() is None:
+            time.sleep(0.02)
+        proc.send_signal(sig)
+        proc.wait(timeout=60)
+        return proc
+
+    term = stop_after(1, signal.SIGTERM)
+    assert term.returncode == 143
+    err = term.stderr.read() if term.stderr else ""
+    assert "stopped by SIGTERM" in err and "the same command resumes" in err
+    after_term = [json.loads(line)["key"] for line in lines()]
+    assert 1 <= len(after_term) < 9, "the signal must land mid-sweep"
+
+    kill = stop_after(len(after_term) + 2, signal.SIGKILL)
+    assert kill.returncode == -signal.SIGKILL
+    kept = [json.loads(line)["key"] for line in lines()]
+    assert kept[: len(after_term)] == after_term and len(kept) < 9
+
     rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert rerun.returncode == 0, rerun.stderr
-    assert f"{6 - len(kept)} run(s) trained now, {len(kept)} reused" in rerun.stdout
-    final = [json.loads(line)["key"] for line in runs.read_text().splitlines()]
-    assert final[: len(kept)] == kept and len(set(final)) == 6
+    assert f"{9 - len(kept)} run(s) trained now, {len(kept)} reused" in rerun.stdout
+    final = [json.loads(line)["key"] for line in lines()]
+    assert final[: len(kept)] == kept and len(set(final)) == len(final) == 9
 
 
 @pytest.mark.parametrize(
