@@ -566,6 +566,7 @@ def test_recurrent_dropout_is_one_sequence_unit_mask_reused_at_every_step(kind: 
     assert (kept | dropped).all(), f"{int((~(kept | dropped)).sum())} (sequence, unit) masks change over time"
     assert kept.any() and dropped.any()  # 48 units at p in [0.3, 0.7]: all alike has probability < 4e-8
     mask = torch.where(kept, keep, drop)
+    assert not (mask == mask[:1]).all()  # one mask per sequence, not one for the batch: 6 equal rows < 5e-8
     full = rnn_step_loop(x, weights, kind, p, training=True, generator=gen(seed + 1))
     torch.testing.assert_close(full, gal_reference(x, weights, kind, mask), rtol=1e-12, atol=1e-12)
 

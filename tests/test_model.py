@@ -306,6 +306,47 @@ def test_model_input_dropout_is_one_mask_per_sequence_and_feature_constant_over_
     assert not unexplained, f"rows {unexplained}: no mask constant over time explains the training forward"
 
 
+@settings(max_examples=5)  # 16 candidate forwards per example
+@given(rnn=st.sampled_from(["lstm", "gru"]), seed=rst.seeds())
+def test_model_hidden_dropout_between_layers_is_one_mask_per_sequence_and_feature(rnn: str, seed: int) -> None:
+    """Between layers too: each row's training forward == its eval forward with the input-weight columns of the
+    second layer's RNNs (found by their input size, 2H) scaled by one {0, 1/(1-p)} mask of that row."""
+    p, H = 0.5, 2
+    model = model_for(config(rnn=rnn, num_layers=2, hidden_dim=H, hidden_p=p, pooling="mean"), seed % 1000).double()
+    tokens, lengths = word_batch(seed)
+    trained = training_logits(model, tokens, lengths, seed)
+    gaps = []
+    for mask in itertools.product((0.0, 1.0 / (1.0 - p)), repeat=2 * H):
+        folded = copy.deepcopy(model).eval()
+        second = [m for m in folded.modules() if isinstance(m, nn.RNNBase) and m.input_size == 2 * H]
+        assert len(second) == 2  # layer 2, both directions (embed_dim 6 != 2H)
+        with torch.no_grad():
+            for rnn_module in second:
+                rnn_module.weight_ih_l0.mul_(torch.tensor(mask, dtype=torch.float64)[None, :])
+            gaps.append((trained - folded(tokens, lengths)).abs().amax(dim=1))  # (B,)
+    unexplained = (torch.stack(gaps).amin(dim=0) >= 1e-9).nonzero().flatten().tolist()
+    assert not unexplained, f"rows {unexplained}: no mask constant over time explains the training forward"
+
+
+@pytest.mark.parametrize("rnn", ["lstm", "gru"])
+def test_weight_drop_still_acts_on_the_recurrent_dropout_path(rnn: str) -> None:
+    """With weight_p = 1 - 1e-6 every W_hh entry is dropped (all 2 x 16 survive with probability ~3e-5), so the
+    training forward with Gal dropout on equals an eval forward with every weight_hh zeroed: Gal masks only reach
+    the output through W_hh. A Gal path that skips weight drop keeps the recurrence and differs."""
+    model = model_for(config(rnn=rnn, hidden_dim=2, weight_p=1 - 1e-6, recurrent_p=0.5)).double()
+    tokens, lengths = word_batch(0)
+    trained = training_logits(model, tokens, lengths, seed=0)
+    no_recurrence = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        for module in no_recurrence.modules():
+            if isinstance(module, nn.RNNBase):
+                for name, weight in module.named_parameters(recurse=False):
+                    if name.startswith("weight_hh"):
+                        weight.zero_()
+        expected = no_recurrence(tokens, lengths)
+    torch.testing.assert_close(trained, expected, rtol=1e-9, atol=1e-9)
+
+
 def test_model_input_dropout_draws_a_separate_mask_for_each_sequence() -> None:
     """Over a few seeds the rows' masks differ (one mask shared by the whole batch would never differ)."""
     p, E = 0.5, 3

@@ -11,7 +11,7 @@ A plant is **caught** when pytest reports failing tests (exit 1); **missed** whe
 pytest could not run them (exit 2-5: the plant broke imports, or the files moved); **stale** when its old text no
 longer occurs exactly once (the code changed: update the plant). Exit status 0 only when every plant is caught.
 
-    python tools/plant.py                 # every plant (about 10 min on 2 cores)
+    python tools/plant.py                 # every plant (~25 min on a busy 2-core box, ~45 s a plant)
     python tools/plant.py --list          # names, files and claims
     python tools/plant.py gal-mask-redrawn-every-step vocab-sees-val-and-test   # a few by name
 
@@ -90,6 +90,22 @@ PLANTS: tuple[Plant, ...] = (
         MODEL,
         "        x = self.input_drop(x)  # (B, T, E)\n",
         "        x = nn.functional.dropout(x, self.cfg.input_p, self.training)  # (B, T, E)\n",
+        (T_MODEL,),
+    ),
+    Plant(
+        "gal-mask-shared-by-the-batch",
+        "Gal recurrent dropout: one mask per sequence (and unit), not one for the whole batch",
+        LAYERS,
+        "        h_mask = dropout_mask((B, H), recurrent_p, like=h, generator=generator)",
+        "        h_mask = dropout_mask((1, H), recurrent_p, like=h, generator=generator)",
+        (T_LAYERS,),
+    ),
+    Plant(
+        "model-hidden-dropout-element-wise",
+        "the model's dropout between layers is locked: one mask per (sequence, feature), constant over time",
+        MODEL,
+        "                x = self.hidden_drop(torch.cat(outs, dim=2))  # (B, T, D*H)\n",
+        "                x = nn.functional.dropout(torch.cat(outs, dim=2), self.cfg.hidden_p, self.training)\n",
         (T_MODEL,),
     ),
     Plant(
@@ -233,6 +249,22 @@ PLANTS: tuple[Plant, ...] = (
         MODEL,
         "            return run_rnn(rnn, piece, self.cfg.rnn, state, weights=dropped)\n",
         "            return run_rnn(rnn, piece, self.cfg.rnn, state, weights=None)\n",
+        (T_MODEL,),
+    ),
+    Plant(
+        "gal-path-skips-weight-drop",
+        "weight drop applies on the recurrent-dropout (step loop) path too",
+        MODEL,
+        '            w_hh = rnn.dropped_weights()["weight_hh_l0"]',
+        '            w_hh = raw["weight_hh_l0"]',
+        (T_MODEL,),
+    ),
+    Plant(
+        "model-runs-the-padded-width",
+        "padding invariance: the model reads lengths, never the padded width T",
+        MODEL,
+        "        T = int(lengths[0])  # time actually run\n",
+        "        T = tokens.shape[1]  # time actually run\n",
         (T_MODEL,),
     ),
     # ---- issue 3: the training step
