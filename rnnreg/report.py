@@ -220,22 +220,24 @@ def answer(report: Report) -> str:
 
 
 def variant_table(report: Report) -> tuple[list[str], list[list[str]]]:
-    metric_cols = list(METRICS)
-    header = ["variant", "seeds", *(f"{METRICS[m]} (95% CI)" for m in metric_cols), "best epoch", "amp", "s/run"]
+    """The compared metric with std and 95% CI; the other metrics as means (columns no run has are left out)."""
+    others = [m for m in METRICS if m != report.metric and any(r.metrics[m] for r in report.variants)]
+    header = ["variant", "seeds", f"{METRICS[report.metric]}: mean ± std [95% CI]", *(METRICS[m] for m in others)]
+    header += ["best epoch", "amp", "s/run"]
     body = []
     for r in report.variants:
         cells = [
             r.name + (" [reference]" if r.kind == "linear" else ""),
             f"{r.seeds}" + (f" ({r.failed} failed)" if r.failed else ""),
         ]
-        for m in metric_cols:
-            s = r.metrics[m]
-            if s is None:
-                cells.append("-")
-            elif s.n > 1:
-                cells.append(f"{s.mean:.3f} ± {s.std:.3f} [{s.ci_low:.3f}, {s.ci_high:.3f}]")
-            else:
-                cells.append(f"{s.mean:.3f}")
+        s = r.metrics[report.metric]
+        if s is None:
+            cells.append("-")
+        elif s.n > 1:
+            cells.append(f"{s.mean:.3f} ± {s.std:.3f} [{s.ci_low:.3f}, {s.ci_high:.3f}]")
+        else:
+            cells.append(f"{s.mean:.3f}")
+        cells += [_fmt(r.metrics[m].mean if r.metrics[m] else None) for m in others]
         cells += [_fmt(r.best_epoch, 1), r.amp, _fmt(r.wall_s, 0)]
         body.append(cells)
     return header, body
@@ -292,8 +294,8 @@ def _footnote(report: Report) -> str:
         f"Comparisons use {METRICS[report.metric]}, paired by seed (each seed fixes the train/validation split, the "
         f"initialisation, the data order and the dropout stream). p: paired t-test, Holm-corrected across the table. "
         f"P(A>B): share of seeds where A wins, bootstrap CI (Bouthillier et al. 2021). No verdict below {MIN_SEEDS} "
-        f"seeds; 'no detectable difference' means these seeds would detect a difference of {report.min_effect:g} or "
-        "more."
+        f"seeds; 'no detectable difference' means these seeds would detect a difference of "
+        f"{report.min_effect:.3g} or more with 80% power. Other metric columns are means over seeds."
     )
 
 
