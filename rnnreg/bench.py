@@ -526,6 +526,18 @@ class BenchConfig:
         base |= {k: v for k, v in overrides.items() if v is not None}
         return cls(**base)
 
+    def goal_note(self) -> str | None:
+        """A caveat when this run's shape is not the one the goals are set for (the full run's defaults)."""
+        full = BenchConfig(threads=1)
+        fields = ("batch_size", "seq_len", "vocab_size", "embed_dim", "hidden_dim")
+        if all(getattr(self, f) == getattr(full, f) for f in fields):
+            return None
+        return (
+            f"the goals are set for B={full.batch_size}, T={full.seq_len}, embed {full.embed_dim}, hidden "
+            f"{full.hidden_dim} (run without --quick); at this smaller shape fixed per-step costs weigh more, so "
+            "these ratios are for information"
+        )
+
     @property
     def dims(self) -> tuple[int, int, int]:
         return (self.vocab_size, self.embed_dim, self.hidden_dim)
@@ -720,7 +732,7 @@ class Goal:
             return "-" if value is None else f"{value:6.3f} {verdict:<6}"
 
         target = f"|x| <= {self.target}" if self.compare == "|x|<=" else f"{self.compare} {self.target}"
-        line = f"{self.what:<52} {target:<10} wall {shown(self.value):<13}"
+        line = f"{self.what:<56} {target:<11} wall {shown(self.value):<13}"
         return line + f" cpu {shown(self.cpu_value)}" if cpu else line
 
 

@@ -475,6 +475,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     print("\ngoals (ratios within this run):")
     for goal in bench.goals(records):
         print("  " + goal.describe())
+    note = cfg.goal_note()
+    if note is not None:
+        print(f"  ({note})")
     if args.json is not None:
         bench.write_json(records, hardware, args.json)
         print(f"wrote {args.json}")

@@ -165,6 +165,7 @@ def test_bench_writes_json_records_and_a_png(tmp_path: Path, capsys: pytest.Capt
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "CPU:" in out and "bf16:" in out and "goals" in out
+    assert "for information" in out  # a --quick shape is not the one the goals are set for
 
     rows = json.loads(out_json.read_text())
     assert isinstance(rows, list) and rows
