@@ -347,21 +347,23 @@ def test_weight_drop_still_acts_on_the_recurrent_dropout_path(rnn: str) -> None:
     torch.testing.assert_close(trained, expected, rtol=1e-9, atol=1e-9)
 
 
-def test_model_input_dropout_draws_a_separate_mask_for_each_sequence() -> None:
-    """Over a few seeds the rows' masks differ (one mask shared by the whole batch would never differ)."""
+def test_model_input_dropout_draws_a_separate_mask_for_each_sequence_and_feature() -> None:
+    """Over a few seeds the rows' masks differ (one mask shared by the batch never would) and some row keeps some
+    features and drops others (one keep/drop per whole sequence never would)."""
     p, E = 0.5, 3
     model = model_for(config(input_p=p, embed_dim=E, pooling="mean")).double()
     masks = list(itertools.product((0.0, 1.0 / (1.0 - p)), repeat=E))
-    distinct = set()
-    for seed in range(3):  # a correct model repeats one mask in all 5 rows with probability (1/8)**4 per seed
+    chosen: list[list[tuple[float, ...]]] = []
+    for seed in range(3):  # a correct model gives 5 equal rows with probability (1/8)**4, 5 uniform rows (1/4)**5
         tokens, lengths = word_batch(seed)
         trained = training_logits(model, tokens, lengths, seed)
         candidates = [
             folded_logits(model, tokens, lengths, torch.tensor(m, dtype=torch.float64), rows=False) for m in masks
         ]
         gaps = torch.stack([(trained - c).abs().amax(dim=1) for c in candidates])  # (masks, B)
-        distinct.add(len(set(gaps.argmin(dim=0).tolist())))
-    assert max(distinct) > 1
+        chosen.append([masks[i] for i in gaps.argmin(dim=0).tolist()])
+    assert any(len(set(rows)) > 1 for rows in chosen)
+    assert any(len(set(mask)) > 1 for rows in chosen for mask in rows)
 
 
 @given(cfg=rst.model_configs(max_dim=6), batch=batches, extra=st.integers(0, 4), seed=rst.seeds())

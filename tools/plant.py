@@ -109,6 +109,22 @@ PLANTS: tuple[Plant, ...] = (
         (T_MODEL,),
     ),
     Plant(
+        "model-input-mask-per-sequence-only",
+        "the model's input dropout: one mask per (sequence, feature), not one keep/drop per sequence",
+        MODEL,
+        "        x = self.input_drop(x)  # (B, T, E)\n",
+        "        x = x * nn.functional.dropout(x.new_ones(x.shape[0], 1, 1), self.cfg.input_p, self.training)\n",
+        (T_MODEL,),
+    ),
+    Plant(
+        "model-input-mask-shared-by-the-batch",
+        "the model's input dropout: one mask per sequence, not one for the whole batch",
+        MODEL,
+        "        x = self.input_drop(x)  # (B, T, E)\n",
+        "        x = x * nn.functional.dropout(x.new_ones(1, 1, x.shape[2]), self.cfg.input_p, self.training)\n",
+        (T_MODEL,),
+    ),
+    Plant(
         "vocab-sees-val-and-test",
         "the vocabulary fit uses is built on the training split only",
         FIT,
