@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -274,3 +275,89 @@ def _batch() -> Any:
     from rnnreg.data import collate
 
     return collate([([3, 4, 5], 0), ([6], 1)])
+
+
+def spare_head_bias_only(model: nn.Module) -> torch.optim.Optimizer:
+    """A hand-made list of no-decay names that covers one bias and decays the other 1-D parameters."""
+    decay = [p for n, p in model.named_parameters() if n != "head.bias"]
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": 0.1}, {"params": [model.head.bias], "weight_decay": 0.0}]  # type: ignore[list-item]
+    )
+
+
+@pytest.mark.parametrize(
+    ("groups", "match"),
+    [
+        (spare_head_bias_only, "misses some 1-D parameters"),
+        (lambda model: torch.optim.AdamW(model.parameters(), weight_decay=0.1), "decays every bias"),
+    ],
+)
+def test_decay_group_failures_carry_the_invariant_and_the_decay_value(groups: Any, match: str) -> None:
+    with pytest.raises(
+        InvariantViolation, match=r"^weight-decay groups: 1-D parameters .* decay \(weight_decay 0\.1\)"
+    ) as err:
+        regularizers.check_decay_groups(fresh(ref.TransformerClassifier), groups)
+    assert match in str(err.value)
+
+
+def test_decay_group_pass_counts_the_decaying_parameters() -> None:
+    model = fresh(ref.TransformerClassifier)
+    matrices = sum(1 for p in model.parameters() if p.dim() >= 2)
+    total = sum(1 for _ in model.parameters())
+    passed = regularizers.check_decay_groups(model, ref.nanogpt_groups)
+    assert passed.invariant == "weight-decay groups"
+    assert passed.detail == (
+        f"{matrices} of {total} parameters decay (all matrices), biases and gains spared; embeddings: decay"
+    )
+
+
+def test_groups_without_a_weight_decay_key_do_not_decay() -> None:
+    model = fresh(ref.MaskedMeanGRU)
+    groups = types.SimpleNamespace(param_groups=[{"params": list(model.parameters())}])
+    passed = regularizers.check_decay_groups(model, groups)
+    assert passed.detail == f"{len(list(model.parameters()))} parameters, none decays (weight_decay = 0 in every group)"
+
+
+def test_nested_embedding_names_are_recognized() -> None:
+    # The embedding lives one module down: its parameter is "inner.table.weight", and it may go undecayed.
+    class Nested(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = nn.Module()
+            self.inner.table = nn.Embedding(10, 4)
+            self.head = nn.Linear(4, 2)
+
+    model = fresh(Nested)
+    opt = torch.optim.AdamW(
+        [
+            {"params": [model.head.weight], "weight_decay": 0.1},
+            {"params": [model.inner.table.weight, model.head.bias], "weight_decay": 0.0},
+        ]
+    )
+    passed = regularizers.check_decay_groups(model, opt)
+    assert passed.detail.endswith("embeddings: no decay") and passed.detail.startswith("1 of 3")
+
+
+@pytest.mark.parametrize("graph", [True, False], ids=["by-gradient", "by-value"])
+def test_label_smoothing_with_eps_zero_not_plain_cross_entropy_is_named(graph: bool) -> None:
+    def doubled(logits: Tensor, targets: Tensor, eps: float) -> Any:
+        loss = F.cross_entropy(logits, targets, label_smoothing=eps) * (2.0 if eps == 0 else 1.0)
+        return loss if graph else float(loss.detach())
+
+    with pytest.raises(
+        InvariantViolation, match=r"^label smoothing .*K=2, eps=0\.0(.|\n)*Likely cause: eps=0 does not give plain"
+    ):
+        checks.check_label_smoothing(doubled)
+
+
+@pytest.mark.parametrize("graph", [True, False], ids=["by-gradient", "by-value"])
+def test_label_smoothing_with_a_wrong_target_is_named_generically(graph: bool) -> None:
+    def too_smooth(logits: Tensor, targets: Tensor, eps: float) -> Any:
+        loss = F.cross_entropy(logits, targets, label_smoothing=3 * eps)
+        return loss if graph else float(loss.detach())
+
+    with pytest.raises(
+        InvariantViolation,
+        match=r"Likely cause: a different target distribution or reduction than \(1-eps\)\*onehot \+ eps/K",
+    ):
+        checks.check_label_smoothing(too_smooth)
