@@ -65,12 +65,8 @@ class Plan:
 
 
 def _set(experiment: Experiment, values: dict[str, object]) -> Experiment:
-    """``experiment`` with ``section.field`` values replaced (already typed, so no parsing)."""
-    changes: dict[str, dict[str, object]] = {"data": {}, "model": {}, "train": {}}
-    for key, value in values.items():
-        section, name = key.split(".")
-        changes[section][name] = value
-    return Experiment(**{s: dataclasses.replace(getattr(experiment, s), **c) for s, c in changes.items()})
+    """``experiment`` with ``section.field`` values replaced, validated as ``--set`` is."""
+    return apply_overrides(experiment, [f"{key}={value}" for key, value in values.items()])
 
 
 def _get(experiment: Experiment, key: str) -> object:
