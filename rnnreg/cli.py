@@ -57,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
         "ablate",
         help="the main job: baseline vs regularized vs each trick left out, over paired seeds, with verdicts",
         description="Trains every variant of a preset (and your own --variant) on the same seeds, beside a linear "
-        "reference, and reports means with 95%% CIs, paired differences, Holm-corrected p-values and a verdict per "
+        "reference, and reports means with 95% CIs, paired differences, Holm-corrected p-values and a verdict per "
         "comparison. The same command again resumes: finished runs are read from --out/runs.jsonl.",
     )
     _add_data_args(p)
