@@ -729,7 +729,7 @@ class Goal:
 
         def shown(value: float | None) -> str:
             verdict = {True: "meets", False: "MISSES", None: "not measured"}[self._met(value)]
-            return "-" if value is None else f"{value:6.3f} {verdict:<6}"
+            return f"     - {verdict}" if value is None else f"{value:6.3f} {verdict:<6}"
 
         target = f"|x| <= {self.target}" if self.compare == "|x|<=" else f"{self.compare} {self.target}"
         line = f"{self.what:<56} {target:<11} wall {shown(self.value):<13}"
