@@ -601,14 +601,8 @@ def train_one_epoch(data: Prepared, cfg: BenchConfig, *, bucket: bool, seed: int
     return record.seconds, cpu
 
 
-def _epoch_rows(cfg: BenchConfig, note: Callable[[str], None]) -> list[Record]:
+def _epoch_rows(cfg: BenchConfig, data: Prepared, note: Callable[[str], None]) -> list[Record]:
     """One training epoch with length bucketing vs random batching, fp32, alternating ``epoch_repeats`` times."""
-    assert cfg.epoch_data is not None
-    try:
-        data = epoch_data(cfg.epoch_data, cfg.epoch_texts)
-    except DatasetUnavailableError as e:
-        note(f"epoch rows skipped: {cfg.epoch_data} is not available ({e})")
-        return []
     lengths = [len(ids) for ids, _ in data.train]
     times: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
     for _ in range(max(1, cfg.epoch_repeats)):
@@ -687,7 +681,13 @@ def run(
         ),
     ]
     if cfg.epoch_data is not None:
-        groups.append(("epoch", lambda: _epoch_rows(cfg, note)))
+        # Loaded first: a data set that does not exist is refused before minutes of timing, not after.
+        try:
+            data = epoch_data(cfg.epoch_data, cfg.epoch_texts)
+        except DatasetUnavailableError as e:
+            note(f"epoch rows skipped: {cfg.epoch_data} is not available ({e})")
+        else:
+            groups.append(("epoch", lambda: _epoch_rows(cfg, data, note)))
     records: list[Record] = []
     with torch_threads(cfg.threads):
         for _group, measure in groups:

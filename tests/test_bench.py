@@ -224,3 +224,14 @@ def test_bad_input_is_one_line_and_exit_2(
     assert len(lines) == 1 and lines[0].startswith("rnnreg: error:")
     assert expected in lines[0]
     assert out == ""  # refused before any timing
+
+
+def test_an_unknown_epoch_data_set_is_refused_before_any_timing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["bench", "--quick", "--threads", "1", "--data", str(tmp_path / "nope.csv")])
+    out, err = capsys.readouterr()
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "nope.csv" in lines[0]
+    assert "step " not in out  # no table row was timed
