@@ -361,3 +361,33 @@ def test_label_smoothing_with_a_wrong_target_is_named_generically(graph: bool) -
         match=r"Likely cause: a different target distribution or reduction than \(1-eps\)\*onehot \+ eps/K",
     ):
         checks.check_label_smoothing(too_smooth)
+
+
+def bf16_step_without_scaler(model: nn.Module, batch: Any, optimizer: Any, scaler: Any, max_norm: float) -> None:
+    """bf16 needs no loss scaling: the scaler is ignored, and a non-finite norm skips the step by hand."""
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = F.cross_entropy(model(batch.tokens, batch.lengths), batch.labels)
+    loss.backward()
+    norm = nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    if torch.isfinite(norm):
+        optimizer.step()
+    optimizer.zero_grad()
+
+
+def bf16_step_without_scaler_or_guard(
+    model: nn.Module, batch: Any, optimizer: Any, scaler: Any, max_norm: float
+) -> None:
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = F.cross_entropy(model(batch.tokens, batch.lengths), batch.labels)
+    loss.backward()
+    nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    optimizer.step()
+    optimizer.zero_grad()
+
+
+def test_a_step_without_loss_scaling_is_held_only_to_skipping_inf_steps() -> None:
+    passed = checks.check_amp_scaler(bf16_step_without_scaler)
+    assert "uses no loss scaling" in passed.detail
+    checks.check_amp_clipping(bf16_step_without_scaler)
+    with pytest.raises(InvariantViolation, match="held an inf changed the parameters"):
+        checks.check_amp_scaler(bf16_step_without_scaler_or_guard)
