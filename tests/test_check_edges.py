@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 import types
 from collections.abc import Callable
 from typing import Any
@@ -391,3 +392,88 @@ def test_a_step_without_loss_scaling_is_held_only_to_skipping_inf_steps() -> Non
     checks.check_amp_clipping(bf16_step_without_scaler)
     with pytest.raises(InvariantViolation, match="held an inf changed the parameters"):
         checks.check_amp_scaler(bf16_step_without_scaler_or_guard)
+
+
+def _pair(check: Callable[..., Any], good: Any, bad: Any, **kwargs: Any) -> tuple[Callable[[], Any], Callable[[], Any]]:
+    return functools.partial(check, good, **kwargs), functools.partial(check, bad, **kwargs)
+
+
+def _layer(build: Callable[[float], nn.Module]) -> nn.Module:
+    return fresh(functools.partial(build, 0.3))
+
+
+def _named_pairs() -> dict[str, tuple[Callable[[], Any], Callable[[], Any]]]:
+    from reference_models import buggy
+
+    model = fresh(ref.TransformerClassifier)
+    return {
+        "amp-scaler": _pair(checks.check_amp_scaler, ref.amp_step_bf16, buggy.step_optimizer_not_scaler),
+        "amp-scaler-update": _pair(checks.check_amp_scaler, ref.amp_step_bf16, buggy.step_never_updates),
+        "amp-scaler-crash": _pair(checks.check_amp_scaler, ref.amp_step_bf16, buggy.step_crashes_on_overflow),
+        "amp-scaler-skips": _pair(checks.check_amp_scaler, ref.amp_step_bf16, step_skipping_everything),
+        "amp-clipping-twice": _pair(checks.check_amp_clipping, ref.amp_step_bf16, buggy.step_twice),
+        "amp-clipping-missing": _pair(checks.check_amp_clipping, ref.amp_step_bf16, step_without_unscale),
+        "embedding-dropout": _pair(
+            regularizers.check_embedding_dropout,
+            _layer(ref.AWDEmbeddingDropout),
+            _layer(buggy.PositionEmbeddingDropout),
+            p=0.3,
+        ),
+        "embedding-dropout-eval": _pair(
+            regularizers.check_embedding_dropout, _layer(ref.AWDEmbeddingDropout), _layer(EvalDroppingEmbedding), p=0.3
+        ),
+        "embedding-dropout-inplace": _pair(
+            regularizers.check_embedding_dropout,
+            _layer(ref.AWDEmbeddingDropout),
+            _layer(buggy.InPlaceEmbeddingDropout),
+            p=0.3,
+        ),
+        "weight-drop-rate": _pair(
+            regularizers.check_weight_drop, _layer(ref.FunctionalWeightDrop), _layer(buggy.ForwardOnlyWeightDrop), p=0.3
+        ),
+        "weight-drop-surgery": _pair(
+            regularizers.check_weight_drop, _layer(ref.FunctionalWeightDrop), _layer(buggy.SurgeryWeightDrop), p=0.3
+        ),
+        "weight-drop-cached": _pair(
+            regularizers.check_weight_drop, _layer(ref.FunctionalWeightDrop), _layer(buggy.CachedMaskWeightDrop), p=0.3
+        ),
+        "weight-drop-detached": _pair(
+            regularizers.check_weight_drop, _layer(ref.FunctionalWeightDrop), _layer(buggy.DetachedWeightDrop), p=0.3
+        ),
+        "weight-drop-eval": _pair(
+            regularizers.check_weight_drop,
+            _layer(ref.FunctionalWeightDrop),
+            _layer(buggy.EvalDroppingWeightDrop),
+            p=0.3,
+        ),
+        "decay-groups-vectors": (
+            functools.partial(regularizers.check_decay_groups, model, ref.nanogpt_groups),
+            functools.partial(regularizers.check_decay_groups, model, buggy.decay_everything),
+        ),
+        "decay-groups-inverted": (
+            functools.partial(regularizers.check_decay_groups, model, ref.nanogpt_groups),
+            functools.partial(regularizers.check_decay_groups, model, buggy.spare_matrices),
+        ),
+        "decay-groups-missing": (
+            functools.partial(regularizers.check_decay_groups, model, ref.nanogpt_groups),
+            functools.partial(regularizers.check_decay_groups, model, buggy.drops_the_head),
+        ),
+        "clip-generator": _pair(checks.check_gradient_clipping, ref.clip_foreach, buggy.clip_consumes_generator_twice),
+        "clip-over": _pair(checks.check_gradient_clipping, ref.clip_foreach, buggy.clip_to_half),
+        "locked-cached": _pair(
+            checks.check_locked_dropout, ref.HandLockedDropout(0.3), buggy.CachedLockedDropout(0.3), p=0.3
+        ),
+    }
+
+
+@pytest.mark.parametrize("name", list(_named_pairs()))
+def test_each_new_failure_is_reported_under_its_invariant_with_a_cause_and_a_fix(name: str) -> None:
+    passes, fails = _named_pairs()[name]
+    passed = passes()
+    assert isinstance(passed.invariant, str) and passed.invariant and passed.detail
+    with pytest.raises(InvariantViolation) as err:
+        fails()
+    message = str(err.value)
+    assert message.startswith(passed.invariant + ": ")
+    cause = re.search(r"\n  Likely cause: (.+)\.\n  Fix: (.+)\.$", message, flags=re.S)
+    assert cause is not None and cause.group(1) != "None" and cause.group(2) != "None"
