@@ -114,6 +114,6 @@ def test_epoch_movies(benchmark: BenchmarkFixture, record_step: Record, movies: 
 
     # One untimed epoch first: whichever case runs first would otherwise pay oneDNN's one-time kernel set-up.
     benchmark.pedantic(epoch, rounds=EPOCH_ROUNDS, warmup_rounds=1, iterations=1)
-    assert len(walls) == EPOCH_ROUNDS + 1 and all(w > 0 for w in walls)
+    assert walls and all(w > 0 for w in walls)  # one call under --benchmark-disable, warm-up + rounds otherwise
     if benchmark.stats is not None:
         record_step("epoch_bucketed" if bucket else "epoch_random", "fp32", benchmark.stats.stats.median)
