@@ -237,7 +237,7 @@ def variant_table(report: Report) -> tuple[list[str], list[list[str]]]:
             cells.append(f"{s.mean:.3f} ± {s.std:.3f} [{s.ci_low:.3f}, {s.ci_high:.3f}]")
         else:
             cells.append(f"{s.mean:.3f}")
-        cells += [_fmt(r.metrics[m].mean if r.metrics[m] else None) for m in others]
+        cells += [_fmt(summary.mean if (summary := r.metrics[m]) else None) for m in others]
         cells += [_fmt(r.best_epoch, 1), r.amp, _fmt(r.wall_s, 0)]
         body.append(cells)
     return header, body
