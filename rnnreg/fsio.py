@@ -87,9 +87,11 @@ def append_line(path: Path, line: str) -> None:
                 raise OSError(errno.ENOSPC, f"short write to {path} ({written} of {len(data)} bytes)")
             os.fsync(fd)
         except BaseException:
-            # Cut back a partly written line so the file keeps only whole lines (one writer: the folder's lock).
+            # Cut back a partly written line so the file keeps only whole lines (one writer: the folder's lock). A
+            # line written whole stays, even when a signal or a failed fsync interrupts after the write.
             with contextlib.suppress(OSError):
-                os.ftruncate(fd, size)
+                if os.fstat(fd).st_size != size + len(data):
+                    os.ftruncate(fd, size)
             raise
     finally:
         os.close(fd)

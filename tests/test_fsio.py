@@ -96,6 +96,21 @@ def test_failed_append_leaves_earlier_lines_intact(tmp_path: Path, monkeypatch: 
     assert path.read_text() == '{"run": 1}\n'  # a short write is cut back: no torn last line
 
 
+def test_an_interruption_after_a_whole_line_is_written_keeps_that_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "runs.jsonl"
+    append_line(path, '{"run": 1}')
+
+    def interrupted(fd: int) -> None:  # a signal handler raising while fsync runs, after the write
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fsio.os, "fsync", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        append_line(path, '{"run": 2}')
+    assert path.read_text() == '{"run": 1}\n{"run": 2}\n'
+
+
 def test_lock_creates_folder_and_writes_pid(tmp_path: Path) -> None:
     folder = tmp_path / "new" / "out"
     with OutputLock(folder):

@@ -226,8 +226,8 @@ def test_sigterm_then_sigkill_mid_sweep_lose_only_the_runs_in_flight(tmp_path: P
         return proc
 
     term = stop_after(1, signal.SIGTERM)
-    assert term.returncode == 143
     err = term.stderr.read() if term.stderr else ""
+    assert term.returncode == 143, err
     assert "stopped by SIGTERM" in err and "the same command resumes" in err
     after_term = [json.loads(line)["key"] for line in lines()]
     assert 1 <= len(after_term) < 9, "the signal must land mid-sweep"
