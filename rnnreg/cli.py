@@ -176,7 +176,7 @@ def _cmd_notebook(args: argparse.Namespace) -> int:
     return 0
 
 
-ABLATE_EPOCHS = 4  # per run of `rnnreg ablate`: 6 variants x 5 seeds on movies fit in 10 minutes on 2 cores
+ABLATE_EPOCHS = 3  # per run of `rnnreg ablate`: 6 variants x 5 seeds on movies fit in 10 minutes on 2 cores
 
 
 def _cmd_ablate(args: argparse.Namespace) -> int:
