@@ -96,6 +96,17 @@ def test_failed_append_leaves_earlier_lines_intact(tmp_path: Path, monkeypatch: 
     assert path.read_text() == '{"run": 1}\n'  # a short write is cut back: no torn last line
 
 
+def test_atomic_writes_get_the_permissions_a_plain_open_would_give(tmp_path: Path) -> None:
+    old = os.umask(0o027)
+    try:
+        atomic_write_text(tmp_path / "summary.md", "hello")
+        (tmp_path / "plain.md").write_text("hello")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "summary.md").stat().st_mode & 0o777 == 0o640
+    assert (tmp_path / "summary.md").stat().st_mode == (tmp_path / "plain.md").stat().st_mode
+
+
 def test_an_interruption_after_a_whole_line_is_written_keeps_that_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
