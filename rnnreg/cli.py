@@ -227,7 +227,7 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
                     address=args.address,
                 )
         except _Signalled as stop:
-            kept = len([k for k in store.load().records if k in {t.key for t in tasks}])
+            kept = len(store.load().records.keys() & {t.key for t in tasks})
             name = signal.Signals(stop.signum).name
             print(
                 f"rnnreg: stopped by {name}; {kept} finished run(s) are kept in {store.path}: the same command "

@@ -235,10 +235,10 @@ def run_ray(
                 f"could not start or reach {where} ({type(e).__name__}: {first}); check --address (host:port of "
                 "`ray start --head`), or leave it out to run Ray locally"
             ) from None
+    pending: dict[Any, RunTask] = {}  # Ray object ref -> its task
     try:
         remote = ray.remote(num_cpus=threads, max_retries=0)(_ray_task)
         corpus_ref = ray.put(corpus)
-        pending = {}
         for task in tasks:
             pending[remote.remote(task, corpus_ref, threads)] = task
             yield "started", task
@@ -250,7 +250,7 @@ def run_ray(
             except Exception as e:  # a Ray worker died
                 yield "done", _crashed(task, e)
     finally:
-        for ref in pending if "pending" in locals() else ():
+        for ref in pending:  # interrupted: the runs in flight are lost anyway
             ray.cancel(ref, force=True)
         if started_here:
             ray.shutdown()
