@@ -346,6 +346,11 @@ def fit(
         TrainingDiverged: after ``train.max_skipped_steps`` consecutive steps skipped for non-finite gradients.
     """
     tc = experiment.train
+    if not data.train:
+        raise ValueError(
+            f"the training split of {data.corpus.name!r} is empty: there is nothing to fit; give data with training "
+            "examples (or a smaller validation fraction)"
+        )
     device = resolve_device(tc.device)
 
     # Model, optimizer and scaler; every random draw after this point follows from `seed`.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import random
 from pathlib import Path
@@ -87,6 +89,15 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run(
     for name, x in _params(full.model).items():
         assert torch.equal(x, _params(resumed.model)[name]), name
     assert [r.train_loss for r in resumed.history.epochs] == [r.train_loss for r in full.history.epochs]
+
+
+def test_an_empty_training_split_is_refused_before_anything_runs(
+    data: Prepared, experiment: Experiment, tmp_path: Path
+) -> None:
+    empty = dataclasses.replace(data, train=data.train[:0])
+    with pytest.raises(ValueError, match="training split .* is empty: there is nothing to fit"):
+        fit(experiment, empty, seed=0, out_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []  # no checkpoint of a run that never trained
 
 
 def test_resume_with_another_seed_is_refused(data: Prepared, experiment: Experiment, tmp_path: Path) -> None:
