@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-
 import json
 import random
 from pathlib import Path
@@ -95,7 +94,7 @@ def test_an_empty_training_split_is_refused_before_anything_runs(
     data: Prepared, experiment: Experiment, tmp_path: Path
 ) -> None:
     empty = dataclasses.replace(data, train=data.train[:0])
-    with pytest.raises(ValueError, match="training split .* is empty: there is nothing to fit"):
+    with pytest.raises(ValueError, match=r"training split .* is empty: there is nothing to fit"):
         fit(experiment, empty, seed=0, out_dir=tmp_path)
     assert list(tmp_path.iterdir()) == []  # no checkpoint of a run that never trained
 

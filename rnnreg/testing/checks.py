@@ -628,6 +628,17 @@ def _record_dtypes(model: object, seen: dict[str, str]) -> Iterator[None]:
 # ---------------------------------------------------------------------------------------------------------------
 
 
+def _is_scale(ratio: Tensor, scale: float) -> Tensor:
+    """Where an output/input ratio equals the inverted-dropout scale 1/(1-p) (to fp32 rounding)."""
+    return torch.isclose(ratio, torch.tensor(scale), rtol=1e-5, atol=0.0)
+
+
+def _stray_ratios(ratio: Tensor, allowed: Tensor) -> tuple[list[float], bool]:
+    """Up to five distinct ratios outside ``allowed`` (rounded), and whether 1.0 (kept but not rescaled) is one."""
+    seen = torch.unique(ratio[~allowed])[:5].tolist()
+    return [round(v, 4) for v in seen], any(math.isclose(v, 1.0, rel_tol=1e-5) for v in seen)
+
+
 def check_locked_dropout(
     layer: Callable[[Tensor], Tensor], *, p: float, shape: tuple[int, int, int] = (64, 8, 64)
 ) -> CheckPassed:
@@ -676,13 +687,12 @@ def check_locked_dropout(
     scale = 1.0 / (1.0 - p)
     mask = (out / x).cpu()  # [B, T, D], expected values in {0, scale}
     dropped = mask == 0
-    valid = dropped | torch.isclose(mask, torch.tensor(scale), rtol=1e-5, atol=0.0)
+    valid = dropped | _is_scale(mask, scale)
     if not valid.all():
-        seen = torch.unique(mask[~valid])[:5].tolist()
-        non_inverted = any(math.isclose(v, 1.0, rel_tol=1e-5) for v in seen)
+        seen, non_inverted = _stray_ratios(mask, valid)
         _fail(
             invariant,
-            f"output/input takes values {[round(v, 4) for v in seen]} outside {{0, 1/(1-p) = {scale:.4g}}}",
+            f"output/input takes values {seen} outside {{0, 1/(1-p) = {scale:.4g}}}",
             "kept values are not rescaled (non-inverted dropout: scaling by 1-p at eval instead)"
             if non_inverted
             else "the layer does more than multiply by a 0/1 mask (wrong scale, additive noise, or p used as the "
@@ -1094,6 +1104,10 @@ def _step(optimizer: Any, params: Sequence[Tensor], grads: Sequence[Tensor]) -> 
     optimizer.step()
 
 
+_DECOUPLED = "decoupled weight decay"
+_COUPLED = "coupled weight decay (L2 in the gradient)"
+
+
 def check_weight_decay(make_optimizer: Callable[[list[Tensor], float, float], Any], *, decoupled: bool) -> CheckPassed:
     """``make_optimizer(params, lr, weight_decay)`` applies weight decay as declared.
 
@@ -1121,7 +1135,7 @@ def check_weight_decay(make_optimizer: Callable[[list[Tensor], float, float], An
         else:
             _check_coupled(make_optimizer, values, grad_seq)
     kind = "decoupled: p*(1-lr*wd) with zero gradient" if decoupled else "coupled: equals wd=0 fed g + wd*p"
-    return CheckPassed(f"{'decoupled' if decoupled else 'coupled'} weight decay", f"{kind}, 3 steps")
+    return CheckPassed(_DECOUPLED if decoupled else _COUPLED, f"{kind}, 3 steps")
 
 
 def _max_diff(a: Sequence[Tensor], b: Sequence[Tensor]) -> float:
@@ -1133,7 +1147,7 @@ def _all_close(a: Sequence[Tensor], b: Sequence[Tensor]) -> bool:
 
 
 def _check_decoupled(make_optimizer: Callable[..., Any], values: list[Tensor], grad_seq: list[list[Tensor]]) -> None:
-    invariant = "decoupled weight decay"
+    invariant = _DECOUPLED
     lr, wd = _WD_LR, _WD
     params = _make_params(values)
     _step(make_optimizer(params, lr, wd), params, [torch.zeros_like(v) for v in values])
@@ -1184,7 +1198,7 @@ def _check_decoupled(make_optimizer: Callable[..., Any], values: list[Tensor], g
 
 
 def _check_coupled(make_optimizer: Callable[..., Any], values: list[Tensor], grad_seq: list[list[Tensor]]) -> None:
-    invariant = "coupled weight decay (L2 in the gradient)"
+    invariant = _COUPLED
     lr, wd = _WD_LR, _WD
     decayed, fed = _make_params(values), _make_params(values)
     opt_decayed, opt_fed = make_optimizer(decayed, lr, wd), make_optimizer(fed, lr, 0.0)

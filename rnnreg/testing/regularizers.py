@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from rnnreg.testing.checks import CheckPassed, _fail, _set_mode, _untouched
+from rnnreg.testing.checks import CheckPassed, _fail, _is_scale, _set_mode, _stray_ratios, _untouched
 
 __all__ = ["check_decay_groups", "check_embedding_dropout", "check_weight_drop"]
 
@@ -106,14 +106,13 @@ def check_embedding_dropout(
     scale = 1.0 / (1.0 - p)
     nonzero = ref != 0
     ratio = torch.where(nonzero, out / torch.where(nonzero, ref, torch.ones_like(ref)), torch.zeros_like(ref)).cpu()
-    kept = torch.isclose(ratio, torch.tensor(scale), rtol=1e-5, atol=0.0)  # [B, T, D]
+    kept = _is_scale(ratio, scale)  # [B, T, D]
     dropped = (out == 0).cpu()
     if not (kept | dropped | ~nonzero.cpu()).all():
-        seen = torch.unique(ratio[~(kept | dropped)])[:5].tolist()
-        non_inverted = any(math.isclose(v, 1.0, rel_tol=1e-5) for v in seen)
+        seen, non_inverted = _stray_ratios(ratio, kept | dropped)
         _fail(
             invariant,
-            f"train/eval output takes values {[round(v, 4) for v in seen]} outside {{0, 1/(1-p) = {scale:.4g}}}",
+            f"train/eval output takes values {seen} outside {{0, 1/(1-p) = {scale:.4g}}}",
             "kept vectors are not rescaled by 1/(1-p) (non-inverted dropout)"
             if non_inverted
             else "the layer does more than mask and rescale (wrong scale, noise, or p used as the keep probability)",
