@@ -210,9 +210,37 @@ def test_one_layer_lstm_dropout_fails_dropout_check_naming_the_layer() -> None:
         checks.check_dropout_active(fresh(NotebookLSTM), make_batch())
 
 
-def test_model_without_dropout_fails_dropout_check() -> None:
-    with pytest.raises(InvariantViolation, match="no dropout with p > 0"):
+def test_a_model_without_dropout_is_not_applicable_to_the_dropout_check() -> None:
+    # A deterministic model is correct code: no verdict (SKIP in the suite), never a FAIL.
+    with pytest.raises(checks.CheckNotApplicable, match="not applicable: the model has no dropout"):
         checks.check_dropout_active(PackedBiLSTM(output_p=0.0), make_batch())
+
+
+class FunctionalDropoutNeverTraining(PackedBiLSTM):
+    """F.dropout(..., training=False): the classic functional-dropout bug; no dropout module to find."""
+
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return nn.functional.dropout(super().forward(tokens, lengths), 0.3, training=False)
+
+
+class HandMaskNeverApplied(PackedBiLSTM):
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        logits = super().forward(tokens, lengths)
+        mask = torch.empty_like(logits).bernoulli_(0.7) / 0.7  # drawn, then forgotten
+        del mask
+        return logits
+
+
+@pytest.mark.parametrize(
+    ("cls", "match"),
+    [
+        (FunctionalDropoutNeverTraining, r"dropout\(p=0\.3, training=False\)(.|\n)*training=self\.training"),
+        (HandMaskNeverApplied, r"forward draws random numbers \(bernoulli_\)(.|\n)*never applied"),
+    ],
+)
+def test_functional_dropout_that_never_acts_fails_with_the_call_named(cls: type, match: str) -> None:
+    with pytest.raises(InvariantViolation, match=match):
+        checks.check_dropout_active(fresh(lambda: cls(output_p=0.0)), make_batch())
 
 
 def test_small_dropout_on_one_row_is_still_detected() -> None:

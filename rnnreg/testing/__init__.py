@@ -7,6 +7,7 @@ checks, ``adapters`` the call conventions); ``rnnreg.testing.strategies`` needs 
 
 from rnnreg.testing.checks import (
     CheckCouldNotRun,
+    CheckNotApplicable,
     CheckPassed,
     InvariantViolation,
     check_amp_clipping,
@@ -27,6 +28,7 @@ from rnnreg.testing.suite import CheckResult, CheckWarning, load_object, pytest_
 
 __all__ = [
     "CheckCouldNotRun",
+    "CheckNotApplicable",
     "CheckPassed",
     "CheckResult",
     "CheckWarning",

@@ -30,6 +30,7 @@ from typing import Any, NoReturn
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
 
 from rnnreg.data import PAD_ID, Batch
 from rnnreg.step import low_precision_modules
@@ -80,6 +81,10 @@ class InvariantViolation(AssertionError):
 
 class CheckCouldNotRun(RuntimeError):
     """torch could not run what the check needs on this machine (e.g. no bf16 kernel for an op): no verdict."""
+
+
+class CheckNotApplicable(Exception):
+    """The model has nothing this check verifies (e.g. no dropout at all for the dropout check): no verdict."""
 
 
 @dataclass(frozen=True)
@@ -326,6 +331,33 @@ def _inert_dropouts(model: object) -> tuple[list[str], list[str]]:
     return inert, active
 
 
+# Functions a forward pass calls when it draws random numbers (F.dropout and friends, masks drawn by hand).
+_RANDOM_OPS = frozenset(
+    {"bernoulli", "bernoulli_", "rand", "rand_like", "randn", "randn_like", "randint", "randint_like", "randperm"}
+    | {"multinomial", "normal", "normal_", "uniform_", "exponential_", "geometric_", "poisson", "native_dropout"}
+)
+
+
+class _RandomOpRecorder(TorchFunctionMode):
+    """Records the random draws and dropout calls (with p > 0) made under it, by function name."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", "")
+        if "dropout" in name:
+            p = kwargs.get("p", args[1] if len(args) > 1 else 0.5)
+            training = kwargs.get("training", args[2] if len(args) > 2 else True)
+            if p != 0:
+                self.calls.append(f"{name}(p={p}, training={training})")
+        elif name in _RANDOM_OPS:
+            self.calls.append(name)
+        return func(*args, **kwargs)
+
+
 def check_dropout_active(model: Any, batch: Batch, *, passes: int = 6, call: Call | None = None) -> CheckPassed:
     """Train mode is stochastic: train-mode logits change from one pass (and seed) to the next.
 
@@ -343,7 +375,13 @@ def check_dropout_active(model: Any, batch: Batch, *, passes: int = 6, call: Cal
         for offset in range(max(2, passes)):
             torch.manual_seed(_SEED + offset)
             outs.append(_logits(model, tokens, lengths, invariant, call))
-    if all(torch.equal(outs[0], o) for o in outs[1:]):
+        identical = all(torch.equal(outs[0], o) for o in outs[1:])
+        random_calls: list[str] = []
+        if identical:  # one more pass, recording what forward draws at random
+            with _RandomOpRecorder() as recorder:
+                _logits(model, tokens, lengths, invariant, call)
+            random_calls = sorted(set(recorder.calls))
+    if identical:
         inert, active = _inert_dropouts(model)
         if inert:
             cause = "configured dropout that cannot act: " + "; ".join(inert)
@@ -352,15 +390,22 @@ def check_dropout_active(model: Any, batch: Batch, *, passes: int = 6, call: Cal
                 f"dropout modules with p > 0 exist ({', '.join(active)}) but change nothing: they are not called "
                 "in forward, are called with training=False, or act only where nothing downstream reads"
             )
+        elif random_calls:
+            cause = (
+                f"forward draws random numbers ({', '.join(random_calls[:4])}) but they change "
+                "nothing: F.dropout called with training=False (not self.training), or a mask that is never applied"
+            )
         else:
-            cause = "the model has no dropout with p > 0 (no nn.Dropout* module and no multi-layer RNN dropout)"
+            raise CheckNotApplicable(
+                f"{invariant}: not applicable: the model has no dropout (no nn.Dropout* module, no multi-layer RNN "
+                "dropout, no random draw in forward), so training is deterministic by design"
+            )
         _fail(
             invariant,
             f"{len(outs)} train-mode passes under different seeds gave bitwise-identical logits",
             cause,
             "for a one-layer RNN, drop its input or output instead (e.g. locked dropout on the embeddings, dropout "
-            "before the classifier) or use num_layers >= 2; if the model is meant to be deterministic in training, "
-            "this check does not apply to it",
+            "before the classifier) or use num_layers >= 2; pass training=self.training to functional dropout",
         )
     return CheckPassed(invariant, f"train-mode logits differ between passes ({len(outs)} passes, {len(tokens)} rows)")
 
