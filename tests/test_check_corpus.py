@@ -164,6 +164,30 @@ def test_reference_decay_groups_pass(groups: Callable[[nn.Module], Any]) -> None
     assert "biases and gains spared" in passed.detail
 
 
+@pytest.mark.parametrize(
+    ("build", "groups", "own"),
+    [
+        (ref.ClassTokenEncoder, ref.timm_style_groups, "own parameters: no decay"),  # class token, position table
+        (ref.ContextAttentionGRU, ref.hf_trainer_groups, "own parameters: decay"),  # a 1-D context vector
+        (ref.ContextAttentionGRU, ref.timm_style_groups, "own parameters: no decay"),
+    ],
+    ids=["timm-class-token", "hf-context-vector", "timm-context-vector"],
+)
+def test_libraries_conventions_for_the_models_own_parameters_pass(
+    build: Callable[[], nn.Module], groups: Callable[[nn.Module], Any], own: str
+) -> None:
+    # timm spares a class token and a position table by name, Hugging Face decays a 1-D context vector: both are
+    # conventions, not bugs; the PASS says which one the groups follow.
+    passed = regularizers.check_decay_groups(fresh(build), groups)
+    assert passed.detail.endswith(own), passed.detail
+
+
+@pytest.mark.parametrize("build", [ref.ClassTokenEncoder, ref.ContextAttentionGRU], ids=lambda c: c.__name__)
+def test_models_with_their_own_parameters_pass_every_model_check(build: Callable[[], nn.Module]) -> None:
+    for check in MODEL_CHECKS:
+        check(fresh(build), make_batch())
+
+
 def test_rnnreg_param_groups_pass_the_decay_group_check() -> None:
     from rnnreg.config import TrainConfig
     from rnnreg.step import make_optimizer

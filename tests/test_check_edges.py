@@ -289,16 +289,30 @@ def spare_head_bias_only(model: nn.Module) -> torch.optim.Optimizer:
 @pytest.mark.parametrize(
     ("groups", "match"),
     [
-        (spare_head_bias_only, "misses some 1-D parameters"),
+        (spare_head_bias_only, "misses some biases or norm parameters"),
         (lambda model: torch.optim.AdamW(model.parameters(), weight_decay=0.1), "decays every bias"),
     ],
 )
 def test_decay_group_failures_carry_the_invariant_and_the_decay_value(groups: Any, match: str) -> None:
     with pytest.raises(
-        InvariantViolation, match=r"^weight-decay groups: 1-D parameters .* decay \(weight_decay 0\.1\)"
+        InvariantViolation, match=r"^weight-decay groups: biases and norm parameters .* decay \(weight_decay 0\.1\)"
     ) as err:
         regularizers.check_decay_groups(fresh(ref.TransformerClassifier), groups)
     assert match in str(err.value)
+
+
+def test_a_rule_sparing_only_the_name_bias_is_told_it_misses_the_rnn_biases() -> None:
+    def spare_exact_bias(model: nn.Module) -> torch.optim.Optimizer:
+        named = list(model.named_parameters())
+        return torch.optim.AdamW(
+            [
+                {"params": [p for n, p in named if not n.endswith(".bias")], "weight_decay": 0.1},
+                {"params": [p for n, p in named if n.endswith(".bias")], "weight_decay": 0.0},
+            ]
+        )
+
+    with pytest.raises(InvariantViolation, match=r"\['rnn.bias_ih_l0', 'rnn.bias_hh_l0'\](.|\n)*misses the RNN biases"):
+        regularizers.check_decay_groups(fresh(ref.ContextAttentionGRU), spare_exact_bias)
 
 
 def test_decay_group_pass_counts_the_decaying_parameters() -> None:

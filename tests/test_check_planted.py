@@ -131,7 +131,7 @@ def test_a_step_loop_with_one_mask_per_forward_passes_weight_drop() -> None:
 @pytest.mark.parametrize(
     ("groups", "match"),
     [
-        (buggy.decay_everything, "1-D parameters .* decay" + CAUSE + "one group for all parameters"),
+        (buggy.decay_everything, "biases and norm parameters .* decay" + CAUSE + "one group for all parameters"),
         (buggy.spare_only_bias_names, r"norm.*weight.*decay" + CAUSE + "misses the norm gains"),
         (buggy.spare_every_weight, "do not" + CAUSE + "inverted rule"),
         (buggy.spare_matrices, "do not" + CAUSE + "inverted rule"),

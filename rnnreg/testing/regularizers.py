@@ -339,21 +339,44 @@ def check_weight_drop(module: nn.Module, *, p: float, input_size: int | None = N
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _embedding_names(model: nn.Module) -> set[str]:
-    return {
-        f"{mod_name}.{p_name}".lstrip(".")
-        for mod_name, mod in model.named_modules()
-        if isinstance(mod, (nn.Embedding, nn.EmbeddingBag))
-        for p_name, _ in mod.named_parameters(recurse=False)
-    }
+_LAYERS = (nn.Linear, nn.Bilinear, nn.modules.conv._ConvNd, nn.RNNBase, nn.RNNCellBase, nn.MultiheadAttention)
+_NORMS = (
+    nn.modules.batchnorm._NormBase,
+    nn.LayerNorm,
+    nn.GroupNorm,
+    nn.LocalResponseNorm,
+    *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()),
+)
+
+
+def _kinds(model: nn.Module) -> dict[str, str]:
+    """Each parameter's kind, by the module that owns it: 'matrix' (a >= 2-D weight of a Linear, conv, RNN or
+    attention layer: decay is meant for these), 'spared' (a bias or a norm layer's gain or shift: must not decay),
+    'embedding', or 'other' (parameters of the user's own modules, e.g. a class token, a position table or an
+    attention context vector: conventions differ, so either way passes)."""
+    kinds = {}
+    for mod_name, mod in model.named_modules():
+        for p_name, q in mod.named_parameters(recurse=False):
+            name = f"{mod_name}.{p_name}".lstrip(".")
+            if isinstance(mod, (nn.Embedding, nn.EmbeddingBag)):
+                kinds[name] = "embedding"
+            elif isinstance(mod, _NORMS) or (isinstance(mod, _LAYERS) and "bias" in p_name):
+                kinds[name] = "spared"
+            elif isinstance(mod, _LAYERS) and q.dim() >= 2:
+                kinds[name] = "matrix"
+            else:
+                kinds[name] = "other"
+    return kinds
 
 
 def check_decay_groups(model: nn.Module, optimizer: Any) -> CheckPassed:
     """The optimizer's parameter groups decay weight matrices and spare biases and norm gains.
 
     ``optimizer`` is a ``torch.optim.Optimizer`` or a callable ``make_optimizer(model) -> Optimizer``. Every
-    trainable parameter must sit in exactly one group; when any group has ``weight_decay > 0``, no 1-D parameter
-    (bias, LayerNorm/BatchNorm gain) may decay and every other matrix must (embeddings may go either way).
+    trainable parameter must sit in exactly one group; when any group has ``weight_decay > 0``, the biases and the
+    norm layers' parameters of torch's layers must not decay and the weight matrices of its Linear, conv, RNN and
+    attention layers must. Embeddings and the parameters of the user's own modules (a class token, a position
+    table, a context vector) may go either way: timm spares them by name, Hugging Face decays them.
     """
     invariant = "weight-decay groups"
     if not isinstance(model, nn.Module):
@@ -369,7 +392,7 @@ def check_decay_groups(model: nn.Module, optimizer: Any) -> CheckPassed:
     for group in optimizer.param_groups:
         for param in group["params"]:
             where.setdefault(id(param), []).append(float(group.get("weight_decay", 0.0)))
-    embeddings = _embedding_names(model)
+    kinds = _kinds(model)
     named = [(n, q) for n, q in model.named_parameters() if q.requires_grad]
     missing = [n for n, q in named if id(q) not in where]
     if missing:
@@ -391,42 +414,52 @@ def check_decay_groups(model: nn.Module, optimizer: Any) -> CheckPassed:
     decay = {n: where[id(q)][0] for n, q in named}
     if not any(v > 0 for v in decay.values()):
         return CheckPassed(invariant, f"{len(named)} parameters, none decays (weight_decay = 0 in every group)")
-    vectors = [n for n, q in named if q.dim() < 2 and decay[n] > 0]
-    spared = [n for n, q in named if q.dim() >= 2 and decay[n] == 0 and n not in embeddings]
+    vectors = [n for n, _ in named if kinds[n] == "spared" and decay[n] > 0]
+    spared = [n for n, _ in named if kinds[n] == "matrix" and decay[n] == 0]
+    fix = "decay by shape: parameters with p.dim() >= 2 decay, the rest go to a group with weight_decay=0"
     if vectors and spared:
         _fail(
             invariant,
-            f"1-D parameters {vectors[:4]} decay while weight matrices {spared[:4]} do not",
+            f"biases and norm parameters {vectors[:4]} decay while weight matrices {spared[:4]} do not",
             "an inverted rule: the no-decay group holds the matrices (e.g. every name containing 'weight' excluded "
             "from decay, or the two groups swapped)",
-            "decay by shape: parameters with p.dim() >= 2 decay, the rest go to a group with weight_decay=0",
+            fix,
         )
     if vectors:
-        gains = [n for n in vectors if not n.endswith("bias")]
-        if len(vectors) == len([n for n, q in named if q.dim() < 2]):
+        biases = [n for n in vectors if n.rsplit(".", 1)[-1].startswith("bias")]
+        if len(vectors) == sum(kinds[n] == "spared" for n, _ in named):
             cause = "one group for all parameters (e.g. AdamW(model.parameters(), weight_decay=wd)) decays every bias"
-        elif gains and len(gains) == len(vectors):
+        elif not biases:
             cause = "a name rule that spares only 'bias' misses the norm gains (LayerNorm/BatchNorm .weight)"
+        elif all("bias_" in n.rsplit(".", 1)[-1] for n in vectors):
+            cause = "a rule matching the name 'bias' exactly misses the RNN biases (bias_ih_l0, bias_hh_l0, ...)"
         else:
-            cause = "the no-decay rule misses some 1-D parameters"
+            cause = "the no-decay rule misses some biases or norm parameters"
         _fail(
             invariant,
-            f"1-D parameters {vectors[:6]} decay (weight_decay {max(decay[n] for n in vectors):g}): biases and norm "
-            "gains are pulled to zero",
+            f"biases and norm parameters {vectors[:6]} decay (weight_decay {max(decay[n] for n in vectors):g}): "
+            "they are pulled to zero",
             cause,
-            "decay by shape: parameters with p.dim() >= 2 decay, the rest go to a group with weight_decay=0",
+            fix,
         )
     if spared:
         _fail(
             invariant,
             f"weight matrices {spared[:6]} do not decay while other parameters do",
             "an inverted or too-broad no-decay rule (e.g. every name containing 'weight' excluded)",
-            "decay by shape: parameters with p.dim() >= 2 decay, the rest go to a group with weight_decay=0",
+            fix,
         )
     n_decay = sum(v > 0 for v in decay.values())
-    emb = sorted({"decay" if decay[n] > 0 else "no decay" for n in embeddings if n in decay})
+    either = [
+        f"{what}: {', '.join(sorted({'decay' if decay[n] > 0 else 'no decay' for n in names}))}"
+        for what, names in (
+            ("embeddings", [n for n, _ in named if kinds[n] == "embedding"]),
+            ("own parameters", [n for n, _ in named if kinds[n] == "other"]),
+        )
+        if names
+    ]
     return CheckPassed(
         invariant,
         f"{n_decay} of {len(named)} parameters decay (all matrices), biases and gains spared"
-        + (f"; embeddings: {', '.join(emb)}" if emb else ""),
+        + "".join(f"; {e}" for e in either),
     )

@@ -281,6 +281,76 @@ def named_groups_sparing_embeddings(model: nn.Module) -> torch.optim.Optimizer:
     return torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}])
 
 
+class ClassTokenEncoder(nn.Module):
+    """ViT/BERT-style: a learned class token and position table as bare parameters, read through a Transformer."""
+
+    T_MAX = 32
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(VOCAB, 16, padding_idx=PAD_ID)
+        self.cls_token = nn.Parameter(0.02 * torch.randn(1, 1, 16))
+        self.pos_table = nn.Parameter(0.02 * torch.randn(1, self.T_MAX + 1, 16))
+        layer = nn.TransformerEncoderLayer(16, 2, 32, dropout=0.1, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, 1, enable_nested_tensor=False)
+        self.head = nn.Linear(16, CLASSES)
+
+    def no_weight_decay(self) -> set[str]:
+        return {"cls_token", "pos_table"}
+
+    def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+        B, T = tokens.shape
+        x = torch.cat([self.cls_token.expand(B, -1, -1), self.embedding(tokens)], dim=1)  # [B, T+1, 16]
+        x = x + self.pos_table[:, : T + 1]
+        pad = ~_length_mask(lengths + 1, T + 1, tokens.device)  # the class token is always real
+        return self.head(self.encoder(x, src_key_padding_mask=pad)[:, 0])
+
+
+class ContextAttentionGRU(nn.Module):
+    """HAN-style attention pooling: scores against a learned 1-D context vector, masked softmax over time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(VOCAB, 12)
+        self.rnn = nn.GRU(12, 12, batch_first=True)
+        self.proj = nn.Linear(12, 12)
+        self.context = nn.Parameter(torch.randn(12))
+        self.drop = nn.Dropout(0.2)
+        self.head = nn.Linear(12, CLASSES)
+
+    def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+        h, _ = self.rnn(self.drop(self.embedding(tokens)))  # [B, T, 12]
+        scores = torch.tanh(self.proj(h)) @ self.context  # [B, T]
+        scores = scores.masked_fill(~_length_mask(lengths, tokens.shape[1], tokens.device), float("-inf"))
+        return self.head((scores.softmax(dim=1).unsqueeze(-1) * h).sum(dim=1))
+
+
+def timm_style_groups(model: nn.Module) -> torch.optim.Optimizer:
+    """timm's rule: 1-D parameters, biases and the names the model lists in no_weight_decay() do not decay."""
+    skip = set(getattr(model, "no_weight_decay", set)())
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if p.ndim <= 1 or name.endswith(".bias") or name in skip else decay).append(p)
+    return torch.optim.AdamW([{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": 0.05}])
+
+
+def hf_trainer_groups(model: nn.Module) -> torch.optim.Optimizer:
+    """Hugging Face Trainer's rule: everything decays except biases and LayerNorm weights (found by module type)."""
+    no_decay = {
+        f"{m_name}.{p_name}".lstrip(".")
+        for m_name, m in model.named_modules()
+        for p_name, _ in m.named_parameters(recurse=False)
+        if "bias" in p_name or isinstance(m, nn.LayerNorm)
+    }
+    named = list(model.named_parameters())
+    return torch.optim.AdamW(
+        [
+            {"params": [p for n, p in named if n not in no_decay], "weight_decay": 0.01},
+            {"params": [p for n, p in named if n in no_decay], "weight_decay": 0.0},
+        ]
+    )
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # AMP training steps: train_step(model, batch, optimizer, scaler, max_norm)
 # ---------------------------------------------------------------------------------------------------------------
