@@ -151,7 +151,9 @@ def test_reference_embedding_dropouts_pass(build: Callable[[float], nn.Module], 
 
 @pytest.mark.parametrize("p", [0.2, 0.5])
 @pytest.mark.parametrize(
-    "build", [ref.FunctionalWeightDrop, ref.project_weight_drop], ids=["functional-call", "rnnreg"]
+    "build",
+    [ref.FunctionalWeightDrop, ref.ProjectedWeightDrop, ref.project_weight_drop],
+    ids=["functional-call", "behind-a-projection", "rnnreg"],
 )
 def test_reference_weight_drops_pass(build: Callable[[float], nn.Module], p: float) -> None:
     passed = regularizers.check_weight_drop(fresh(functools.partial(build, p)), p=p)

@@ -177,8 +177,12 @@ def _raw_weights(module: nn.Module) -> dict[str, nn.Parameter]:
 
 
 def _input_size(module: nn.Module) -> int | None:
+    """The feature size of the module's input: that of its first Linear or RNN layer, in registration order (an
+    input projection before the RNN is read first)."""
     for m in module.modules():
-        if isinstance(m, nn.RNNBase):
+        if isinstance(m, nn.Linear):
+            return int(m.in_features)
+        if isinstance(m, (nn.RNNBase, nn.RNNCellBase)):
             return int(m.input_size)
     for name, p in module.named_parameters():
         if "weight_ih" in name and p.dim() == 2:

@@ -471,6 +471,18 @@ class FunctionalWeightDrop(nn.Module):
         return torch.func.functional_call(self.rnn, dropped, (x,))
 
 
+class ProjectedWeightDrop(FunctionalWeightDrop):
+    """An input projection (10 -> 5 features) in front of the weight-dropped GRU: the input has 10 features."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__(p)
+        self.proj = nn.Linear(10, 5)
+        self.register_module("rnn", self._modules.pop("rnn"))  # registered after the projection, as it runs
+
+    def forward(self, x: Tensor) -> Any:
+        return super().forward(self.proj(x))
+
+
 def project_weight_drop(p: float) -> nn.Module:
     return WeightDrop(nn.LSTM(5, 4, batch_first=True, bidirectional=True), p)
 
