@@ -6,7 +6,9 @@ import functools
 import json
 import textwrap
 import xml.etree.ElementTree as ET
+from collections import OrderedDict
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -287,3 +289,80 @@ def test_adapter_names_say_what_they_adapt() -> None:
     assert call.__name__ == "adapter(input_ids_attention_mask, first)"
     unnamed = adapters.adapter(inputs=functools.partial(adapters.tokens_only), output=functools.partial(adapters.first))
     assert unnamed.__name__ == "adapter(inputs, output)"
+
+
+class ModelOutput(OrderedDict):
+    """Hugging Face's ModelOutput in miniature: a mapping whose integer index skips values that are None."""
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, str):
+            return super().__getitem__(key)
+        return tuple(v for v in self.values() if v is not None)[key]
+
+
+def test_first_takes_the_first_value_of_a_model_output_as_its_index_0_does() -> None:
+    logits, hidden = torch.tensor([[0.5, -1.0]]), torch.ones(1, 3)
+    assert adapters.first(ModelOutput(logits=logits, hidden_states=hidden)) is logits
+    assert adapters.first(ModelOutput(loss=None, logits=logits)) is logits  # no labels given: loss is None
+    assert adapters.first({"logits": logits}) is logits
+    assert adapters.first([logits, hidden]) is logits
+    for empty in (ModelOutput(), ModelOutput(loss=None), ()):
+        with pytest.raises(TypeError, match=r"non-empty tuple or list .* or a mapping"):
+            adapters.first(empty)
+
+
+class ModelOutputClassifier(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(30, 8)
+        self.fc = nn.Linear(8, 2)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> ModelOutput:
+        m = attention_mask.unsqueeze(-1).float()  # [B, T, 1]
+        pooled = (self.emb(input_ids) * m).sum(1) / m.sum(1)  # [B, D]
+        return ModelOutput(loss=None, logits=self.fc(pooled), hidden_states=pooled)
+
+
+def test_a_model_returning_a_model_output_passes_through_the_first_adapter() -> None:
+    batch = Batch(torch.tensor([[3, 4, 0], [5, 6, 7]]), torch.tensor([2, 3]), torch.tensor([0, 1]))
+    torch.manual_seed(0)
+    call = adapters.adapter(inputs=adapters.input_ids_attention_mask, output=adapters.first)
+    info = checks.check_padding_invariance(ModelOutputClassifier(), batch, call=call)
+    assert "logits unchanged" in info.detail
+
+
+class RecordsItsBatch(nn.Module):
+    """Logits [length, first token] per row; remembers the lengths and tokens it was called with."""
+
+    def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+        self.seen = (tokens.clone(), lengths.clone())
+        return torch.stack([lengths.float(), tokens[:, 0].float()], dim=1)  # [B, 2]
+
+
+def test_sorted_by_length_sorts_rows_for_the_model_and_returns_them_in_the_callers_order() -> None:
+    model = RecordsItsBatch()
+    tokens = torch.tensor([[7, 0, 0], [8, 9, 0], [4, 5, 6], [3, 2, 0]])
+    lengths = torch.tensor([1, 2, 3, 2])
+    logits = adapters.sorted_by_length()(model, tokens, lengths)
+    assert model.seen[1].tolist() == [3, 2, 2, 1]
+    assert model.seen[0][:, 0].tolist() == [4, 8, 3, 7]  # stable: of the two rows of length 2, row 1 stays first
+    assert logits.tolist() == [[1.0, 7.0], [2.0, 8.0], [3.0, 4.0], [2.0, 3.0]]
+
+
+class ReturnsLogitsAndState(RecordsItsBatch):
+    def forward(self, tokens: Tensor, lengths: Tensor) -> tuple[Tensor, str]:  # type: ignore[override]
+        return super().forward(tokens, lengths), "state"
+
+
+def test_sorted_by_length_wraps_another_call_and_needs_logits_back() -> None:
+    model = ReturnsLogitsAndState()
+    tokens, lengths = torch.tensor([[1, 0], [2, 3]]), torch.tensor([1, 2])
+    logits = adapters.sorted_by_length(adapters.adapter(output=adapters.first))(model, tokens, lengths)
+    assert logits.tolist() == [[1.0, 1.0], [2.0, 2.0]] and model.seen[1].tolist() == [2, 1]
+    with pytest.raises(TypeError, match=r"got tuple\); adapt the output inside it"):
+        adapters.sorted_by_length()(model, tokens, lengths)
+    with pytest.raises(TypeError, match="call must be a function"):
+        adapters.sorted_by_length(3)  # type: ignore[arg-type]
+    assert adapters.sorted_by_length().__name__ == "sorted_by_length()"
+    named = adapters.sorted_by_length(adapters.adapter(output=adapters.first)).__name__
+    assert named == "sorted_by_length(adapter(tokens_and_lengths, first))"
