@@ -443,7 +443,10 @@ def _observed(problems: list[tuple[str, list[int], list[int], float]], T: int) -
 def check_padding_invariance(
     model: Any, batch: Batch, *, pad_id: int = PAD_ID, extra: int = 3, call: Call | None = None
 ) -> CheckPassed:
-    """Eval logits do not change when ``extra`` columns of ``pad_id`` are appended to ``batch``.
+    """Eval logits do not change when ``extra`` columns of ``pad_id`` are appended to ``batch``, nor when a padded
+    row runs alone at its own length, without any padding, instead of padded to the batch's width (both alone, so
+    that a dependence on the other rows is not mistaken for one on padding; up to 8 rows; a row the model cannot run
+    unpadded, e.g. shorter than a convolution's kernel, is not compared).
 
     What pad positions hold is a separate property, checked by :func:`check_pad_content`: a model that masks by
     ``tokens != pad_id`` is padding-invariant as long as pads hold ``pad_id``.
@@ -461,6 +464,8 @@ def check_padding_invariance(
         problems = _compare_variants(
             model, lengths, ref, [(f"with {extra} pad columns appended", appended)], invariant, call
         )
+        unpadded, compared = _unpadded_rows(model, tokens, lengths, invariant, call)
+    problems += unpadded
     if problems:
         _fail(
             invariant,
@@ -472,7 +477,35 @@ def check_padding_invariance(
             "lengths for the backward direction, take the state at lengths - 1, and build every mask and mean from "
             "lengths (divide by lengths, not T)",
         )
-    return CheckPassed(invariant, f"logits unchanged with {extra} pad columns appended")
+    return CheckPassed(
+        invariant, f"logits unchanged with {extra} pad columns appended and for {compared} rows run without padding"
+    )
+
+
+def _unpadded_rows(
+    model: Any, tokens: Tensor, lengths: Tensor, invariant: str, call: Call | None
+) -> tuple[list[tuple[str, list[int], list[int], float]], int]:
+    """Padded rows whose logits alone at their own length differ from alone padded to T; and how many were compared."""
+    T = tokens.shape[1]
+    rows, lens, diffs, compared = [], [], [], 0
+    for i in _rows(lengths < T):
+        n = int(lengths[i])
+        try:
+            padded = _logits(model, tokens[i : i + 1], lengths[i : i + 1], invariant, call)
+            alone = _logits(model, tokens[i : i + 1, :n], lengths[i : i + 1], invariant, call)
+        except InvariantViolation:
+            raise
+        except Exception:  # e.g. a row shorter than a convolution's kernel: not what this check is about
+            continue
+        compared += 1
+        changed, diff = _changed_rows(padded, alone)
+        if changed.any():
+            rows.append(i)
+            lens.append(n)
+            diffs.append(diff)
+    if not rows:
+        return [], compared
+    return [("when run alone without padding (vs alone, padded to T)", rows, lens, max(diffs))], compared
 
 
 def check_pad_content(
