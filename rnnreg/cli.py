@@ -112,7 +112,8 @@ def _parser() -> argparse.ArgumentParser:
         help="run the invariant checks on your own model and functions; prints PASS/FAIL/WARN/SKIP/NOT RUN",
         description="FACTORY is MODULE:ATTR or path/file.py:ATTR, a zero-argument callable returning a model "
         "with forward(tokens[B,T] int64, lengths[B] int64) -> logits[B,C] (other conventions: --call). "
-        "Exit 1 on any FAIL; WARN and NOT RUN (torch cannot run the check here) do not fail.",
+        "Exit 1 on any FAIL; WARN, SKIP (the check does not apply) and NOT RUN (torch cannot run the check here) do "
+        "not fail; exit 2 on a usage error.",
     )
     p.add_argument("factory", nargs="?", metavar="MODULE:FACTORY", help="zero-argument model factory")
     p.add_argument("--loss", metavar="MODULE:FUNCTION", help="loss_fn(logits, targets, smoothing)")
@@ -129,11 +130,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--locked-dropout", metavar="MODULE:FACTORY", help="zero-argument factory of a locked dropout")
     p.add_argument("--embedding-dropout", metavar="MODULE:FACTORY", help="factory of layer(tokens) -> embeddings")
     p.add_argument("--weight-drop", metavar="MODULE:FACTORY", help="factory of an RNN with weight drop")
-    p.add_argument("--layer-p", type=float, help="the dropout probability the layer factories build with")
+    p.add_argument("--layer-p", type=float, help="the dropout probability the layer factories build with, 0 < p < 1")
+    p.add_argument(
+        "--input-size",
+        type=int,
+        metavar="N",
+        help="the input width of the --weight-drop module (default: its RNN's input_size; give it after a projection)",
+    )
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")
     p.add_argument("--junit", type=Path, metavar="FILE", help="also write the results as JUnit XML (for CI)")
-    p.add_argument("--vocab-size", type=int, help="token ids to draw (default: the model's first nn.Embedding)")
-    p.add_argument("--num-classes", type=int, default=2)
+    p.add_argument(
+        "--vocab-size",
+        type=int,
+        help="token ids are drawn below it (default: the size of the model's token nn.Embedding or nn.EmbeddingBag)",
+    )
+    p.add_argument("--num-classes", type=int, help="labels of the test batch are drawn below it (default: 2)")
     p.add_argument("--seed", type=int, default=0)
 
     p = sub.add_parser(
@@ -393,6 +404,58 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_usage(args: argparse.Namespace) -> str | None:
+    """The first misuse of `rnnreg check`'s options, said with its fix, or None: a usage error, not a FAIL row."""
+    model_options = {
+        "--call": args.call,
+        "--groups": args.groups,
+        "--vocab-size": args.vocab_size,
+        "--num-classes": args.num_classes,
+    }
+    needs_model = [name for name, value in model_options.items() if value is not None]
+    if needs_model and not args.factory:
+        verb = "acts" if len(needs_model) == 1 else "act"
+        return (
+            f"{', '.join(needs_model)} {verb} on the model of MODULE:FACTORY, and none was given; give it first, "
+            f"e.g. rnnreg check mymodels:build_model {needs_model[0]} ..."
+        )
+    functions = (args.loss, args.clip, args.optimizer, args.train_step, args.groups)
+    layer_options = {
+        "--locked-dropout": args.locked_dropout,
+        "--embedding-dropout": args.embedding_dropout,
+        "--weight-drop": args.weight_drop,
+    }
+    layers = [name for name, value in layer_options.items() if value]
+    if not args.factory and not any(functions) and not layers:
+        return (
+            "nothing to check: give MODULE:FACTORY and/or --loss, --clip, --optimizer, --train-step, --groups, "
+            "--locked-dropout, --embedding-dropout, --weight-drop"
+        )
+    if args.optimizer and args.decoupled is None:
+        return "--optimizer needs --decoupled (AdamW-style) or --coupled (L2 in the gradient)"
+    if layers and args.layer_p is None:
+        return f"{', '.join(layers)} needs --layer-p P, the dropout probability the factory builds with"
+    if args.layer_p is not None and not layers:
+        return (
+            f"--layer-p {args.layer_p} is the p of --locked-dropout, --embedding-dropout or --weight-drop, and none "
+            "was given; give the layer factory, or leave --layer-p out"
+        )
+    if args.layer_p is not None and not 0 < args.layer_p < 1:
+        return (
+            f"--layer-p must lie strictly between 0 and 1 (got {args.layer_p}): p = 0 drops nothing, so the layer "
+            "checks cannot observe it; build the layers with a p like 0.3 and pass --layer-p 0.3"
+        )
+    if args.input_size is not None and not args.weight_drop:
+        return f"--input-size {args.input_size} is the input width of the --weight-drop module; give --weight-drop"
+    if args.input_size is not None and args.input_size < 1:
+        return f"--input-size must be >= 1 (got {args.input_size}): the width of the --weight-drop module's inputs"
+    if args.vocab_size is not None and args.vocab_size < 2:
+        return f"--vocab-size must be >= 2 (got {args.vocab_size}): id 0 is PAD, real tokens are drawn from 1 up"
+    if args.num_classes is not None and args.num_classes < 1:
+        return f"--num-classes must be >= 1 (got {args.num_classes})"
+    return None
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
     from rnnreg.testing.report import summary, write_json, write_junit
     from rnnreg.testing.suite import load_object, run_checks
@@ -409,16 +472,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
         "weight_drop": args.weight_drop,
         "call": args.call,
     }
-    if not any(v for k, v in given.items() if k != "call"):
-        return _fail(
-            "nothing to check: give MODULE:FACTORY and/or --loss, --clip, --optimizer, --train-step, --groups, "
-            "--locked-dropout, --embedding-dropout, --weight-drop"
-        )
-    if args.optimizer and args.decoupled is None:
-        return _fail("--optimizer needs --decoupled (AdamW-style) or --coupled (L2 in the gradient)")
-    layers = [f"--{k.replace('_', '-')}" for k in ("locked_dropout", "embedding_dropout", "weight_drop") if given[k]]
-    if layers and args.layer_p is None:
-        return _fail(f"{', '.join(layers)} needs --layer-p P, the dropout probability the factory builds with")
+    problem = _check_usage(args)
+    if problem is not None:
+        return _fail(problem)
     objects = {key: load_object(spec) for key, spec in given.items() if spec}
     for key, obj in objects.items():
         if not callable(obj):
@@ -427,8 +483,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
         **objects,
         decoupled=args.decoupled,
         layer_p=args.layer_p,
+        input_size=args.input_size,
         vocab_size=args.vocab_size,
-        num_classes=args.num_classes,
+        num_classes=2 if args.num_classes is None else args.num_classes,
         seed=args.seed,
     )
     width = max(len(r.name) for r in rows)

@@ -124,7 +124,11 @@ def load_object(spec: str) -> Any:
 
 
 def _run(
-    name: str, fn: Callable[[], checks.CheckPassed | None], *, warn_only: bool = False, hint: str = ""
+    name: str,
+    fn: Callable[[], checks.CheckPassed | None],
+    *,
+    warn_only: bool = False,
+    hint: Callable[[Exception], str] | None = None,
 ) -> CheckResult:
     try:
         info = fn()
@@ -132,8 +136,10 @@ def _run(
         return CheckResult(name, "WARN" if warn_only else "FAIL", str(e))
     except checks.CheckCouldNotRun as e:
         return CheckResult(name, "NOT RUN", str(e))
+    except checks.CheckNotApplicable as e:
+        return CheckResult(name, "SKIP", str(e))
     except Exception as e:  # a crash in the user's code is a failed check, reported with its type
-        return CheckResult(name, "FAIL", f"{type(e).__name__}: {e}{hint}")
+        return CheckResult(name, "FAIL", f"{type(e).__name__}: {e}{hint(e) if hint is not None else ''}")
     return CheckResult(name, "PASS", info.detail if info is not None else "")
 
 
@@ -148,12 +154,47 @@ def _default_batch(vocab_size: int, num_classes: int, seed: int) -> Batch:
     return Batch(tokens, lengths, torch.randint(num_classes, (6,), generator=gen))
 
 
-def _infer_vocab_size(model: object) -> int | None:
-    if isinstance(model, nn.Module):
-        for m in model.modules():
-            if isinstance(m, nn.Embedding):
-                return int(m.num_embeddings)
-    return None
+_NOT_TOKENS = ("pos", "position", "segment", "token_type", "type")  # attribute names of position / segment tables
+
+
+def _token_embedding(model: object) -> tuple[str, int] | None:
+    """``(name, num_embeddings)`` of the model's token embedding: among its nn.Embedding and nn.EmbeddingBag, those
+    not named like a position or segment table come first, then one with ``padding_idx`` set, then the first."""
+    if not isinstance(model, nn.Module):
+        return None
+    tables: list[tuple[str, nn.Embedding | nn.EmbeddingBag]] = [
+        (n, m) for n, m in model.named_modules() if isinstance(m, (nn.Embedding, nn.EmbeddingBag))
+    ]
+    if not tables:
+        return None
+
+    def rank(table: tuple[str, nn.Embedding | nn.EmbeddingBag]) -> tuple[bool, bool]:
+        attr = table[0].rsplit(".", 1)[-1].lower()
+        return any(word in attr for word in _NOT_TOKENS), table[1].padding_idx is None
+
+    name, table = min(tables, key=rank)  # min keeps the first of equal rank: declaration order breaks ties
+    return name or type(table).__name__, int(table.num_embeddings)
+
+
+def _model_hint(e: Exception, *, call: checks.Call | None, vocab: int, vocab_source: str) -> str:
+    """What to pass when a model check crashed inside the user's model, from the error it raised."""
+    if "must be sorted" in str(e):
+        return (
+            "\n  The model needs rows sorted by decreasing length (pack_padded_sequence enforce_sorted=True): pass "
+            "call=rnnreg.testing.adapters.sorted_by_length() (rnnreg check --call MODULE:FN, with "
+            "`call = adapters.sorted_by_length()` in that module), or sorted_by_length(your_call)"
+        )
+    if isinstance(e, IndexError) and "index out of range" in str(e):
+        return (
+            f"\n  The token ids drawn lie below the vocabulary size {vocab} ({vocab_source}); if the model's token "
+            "table is smaller, pass vocab_size= (rnnreg check --vocab-size N)"
+        )
+    if call is None:
+        return (
+            "\n  If the model is not called as model(tokens, lengths) -> logits, pass call= (rnnreg check --call "
+            "MODULE:FN), a function call(model, tokens, lengths) -> logits; see rnnreg.testing.adapters"
+        )
+    return ""
 
 
 def _model_rows(
@@ -179,11 +220,21 @@ def _model_rows(
             return all_rows("FAIL", f"model_factory() raised {type(e).__name__}: {e}")
     if call is None and not callable(model):
         return all_rows("FAIL", f"model_factory() returned {type(model).__name__}, not a model(tokens, lengths)")
-    vocab = vocab_size if vocab_size is not None else _infer_vocab_size(model)
-    if vocab is None:
-        return all_rows("SKIP", "cannot infer the vocabulary size (the model has no nn.Embedding); pass vocab_size")
+    if vocab_size is not None:
+        vocab, vocab_source = vocab_size, "vocab_size given"
+    else:
+        table = _token_embedding(model)
+        if table is None:
+            return all_rows(
+                "SKIP",
+                "cannot infer the vocabulary size (the model has no nn.Embedding or nn.EmbeddingBag); pass "
+                "vocab_size= (rnnreg check --vocab-size N)",
+            )
+        vocab, vocab_source = table[1], f"inferred from the embedding {table[0]!r}"
     if vocab < 2:
-        return all_rows("SKIP", f"vocab_size={vocab} leaves no real token besides PAD; pass vocab_size >= 2")
+        return all_rows(
+            "SKIP", f"vocab_size={vocab} leaves no real token besides PAD; pass vocab_size >= 2 (--vocab-size N)"
+        )
     batch = _default_batch(vocab, num_classes, seed)
     device = next((p.device.type for p in model.parameters()), "cpu") if isinstance(model, nn.Module) else "cpu"
     runs: dict[str, Callable[[], checks.CheckPassed]] = {
@@ -194,18 +245,15 @@ def _model_rows(
         "batch_independence": lambda: checks.check_batch_independence(model, batch, call=call),
         "amp_parity": lambda: checks.check_amp_parity(model, batch, device=device, call=call),
     }
+    hint = partial(_model_hint, call=call, vocab=vocab, vocab_source=vocab_source)
     # Relying on pads holding PAD_ID is correct wherever batches are padded with it: reported, not failed.
-    hint = (
-        ""
-        if call is not None
-        else "\n  If the model is not called as model(tokens, lengths) -> logits, pass call= (rnnreg check --call "
-        "MODULE:FN), a function call(model, tokens, lengths) -> logits; see rnnreg.testing.adapters"
-    )
     return [_run(name, runs[name], warn_only=name == "pad_content", hint=hint) for name in names]
 
 
-def _layer(factory: Callable[[], Any], check: Callable[..., checks.CheckPassed], p: float) -> checks.CheckPassed:
-    return check(factory(), p=p)
+def _layer(
+    factory: Callable[[], Any], check: Callable[..., checks.CheckPassed], p: float, **options: Any
+) -> checks.CheckPassed:
+    return check(factory(), p=p, **options)
 
 
 def _decay_groups(model_factory: Callable[[], Any], groups_fn: Callable[..., Any], seed: int) -> checks.CheckPassed:
@@ -228,6 +276,7 @@ def run_checks(
     embedding_dropout: Callable[[], Any] | None = None,
     weight_drop: Callable[[], Any] | None = None,
     layer_p: float | None = None,
+    input_size: int | None = None,
     call: checks.Call | None = None,
     vocab_size: int | None = None,
     num_classes: int = 2,
@@ -246,9 +295,12 @@ def run_checks(
             and the GradScaler protocol).
         groups_fn: ``groups_fn(model) -> optimizer`` for the model of ``model_factory`` (decay groups).
         locked_dropout, embedding_dropout, weight_drop: zero-argument factories of the layers, built with dropout
-            probability ``layer_p``.
+            probability ``layer_p`` (0 < p < 1: p = 0 cannot be observed).
+        input_size: the width of the inputs ``weight_drop``'s module takes (inferred from its RNN when None; give it
+            when a projection comes first).
         call: ``call(model, tokens, lengths) -> logits`` for models with another call convention (see adapters).
-        vocab_size: token ids of the test batch lie below it; inferred from the first nn.Embedding when None.
+        vocab_size: token ids of the test batch lie below it; when None, the size of the token embedding (an
+            nn.Embedding or nn.EmbeddingBag not named like a position or segment table, one with padding_idx first).
         num_classes: labels of the test batch lie below it.
         seed: seeds the model construction and the test batch.
         only: run only the checks with these names (the others are left out of the result).
@@ -265,13 +317,21 @@ def run_checks(
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1 (got {num_classes})")
     layers = {"locked_dropout": locked_dropout, "embedding_dropout": embedding_dropout, "weight_drop": weight_drop}
-    if layer_p is None and any(v is not None for v in layers.values()):
-        raise ValueError("locked_dropout, embedding_dropout and weight_drop need layer_p, the p they were built with")
-    known = [*MODEL_CHECKS, *FUNCTION_CHECKS]
-    unknown = sorted(set(only or ()) - set(known))
-    if unknown:
-        raise ValueError(f"unknown check names {unknown}; choose from {', '.join(known)}")
-    wanted = set(known if only is None else only)
+    if any(v is not None for v in layers.values()):
+        if layer_p is None:
+            raise ValueError(
+                "locked_dropout, embedding_dropout and weight_drop need layer_p, the p they were built with"
+            )
+        if isinstance(layer_p, bool) or not isinstance(layer_p, (int, float)) or not 0 < layer_p < 1:
+            raise ValueError(
+                f"layer_p must be the layers' dropout probability, 0 < p < 1 (got {layer_p!r}); p = 0 cannot be "
+                "observed: build the layers with e.g. p=0.3"
+            )
+    if input_size is not None and (isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 1):
+        raise ValueError(
+            f"input_size must be a positive int, the width weight_drop's module takes (got {input_size!r})"
+        )
+    wanted = _wanted(only)
     rows = _model_rows(
         model_factory, vocab_size, num_classes, seed, call, tuple(n for n in MODEL_CHECKS if n in wanted)
     )
@@ -289,7 +349,12 @@ def run_checks(
             "embedding_dropout",
             partial(_layer, check=regularizers.check_embedding_dropout, p=p),
         ),
-        ("weight_drop", weight_drop, "weight_drop", partial(_layer, check=regularizers.check_weight_drop, p=p)),
+        (
+            "weight_drop",
+            weight_drop,
+            "weight_drop",
+            partial(_layer, check=regularizers.check_weight_drop, p=p, input_size=input_size),
+        ),
     ]
     for name, given, what, check in function_checks:
         if name not in wanted:
@@ -306,11 +371,26 @@ def run_checks(
     return rows
 
 
+def _wanted(only: Collection[str] | None) -> set[str]:
+    """The names ``only`` selects (all checks when None); ValueError for a name that is no check."""
+    known = [*MODEL_CHECKS, *FUNCTION_CHECKS]
+    if only is None:
+        return set(known)
+    if isinstance(only, str):
+        raise TypeError(f"only must be a collection of check names (got the string {only!r}); e.g. only=[{only!r}]")
+    unknown = sorted(set(only) - set(known))
+    if unknown:
+        raise ValueError(f"unknown check names {unknown}; choose from {', '.join(known)}")
+    return set(only)
+
+
 def _weight_decay(make_optimizer: Callable[..., Any], *, decoupled: bool) -> checks.CheckPassed:
     return checks.check_weight_decay(make_optimizer, decoupled=decoupled)
 
 
-def pytest_checks(model_factory: Callable[[], Any] | None = None, **kwargs: Any) -> Callable[[str], None]:
+def pytest_checks(
+    model_factory: Callable[[], Any] | None = None, *, only: Collection[str] | None = None, **kwargs: Any
+) -> Callable[[str], None]:
     """A pytest test running every check of :func:`run_checks` as its own test case; in your test file::
 
         from rnnreg.testing import pytest_checks
@@ -318,11 +398,12 @@ def pytest_checks(model_factory: Callable[[], Any] | None = None, **kwargs: Any)
         test_rnnreg = pytest_checks(build_model, loss_fn=my_loss, train_step=my_step)
 
     A FAIL fails its case with the check's message, SKIP and NOT RUN skip it with the reason, WARN passes with a
-    warning. Each case runs only its own check.
+    warning. Each case runs only its own check; ``only=[...]`` keeps the cases of those checks.
     """
     import pytest  # the test extra; imported only here so that rnnreg check works without it
 
-    names = [*MODEL_CHECKS, *FUNCTION_CHECKS]
+    wanted = _wanted(only)  # unknown names fail at collection, as run_checks would
+    names = [n for n in (*MODEL_CHECKS, *FUNCTION_CHECKS) if n in wanted]
 
     @pytest.mark.parametrize("check_name", names)
     def test_rnnreg_check(check_name: str) -> None:

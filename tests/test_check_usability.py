@@ -1,0 +1,249 @@
+"""`rnnreg check` and run_checks on models of other styles: length-sorted batches, position tables declared first,
+EmbeddingBag, and usage errors said as usage errors (exit 2), not as FAIL or SKIP rows."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from rnnreg.cli import main
+from rnnreg.testing import adapters, pytest_checks, run_checks
+from rnnreg.testing.suite import MODEL_CHECKS
+
+
+class SortedBatchesOnly(nn.Module):
+    """Old torchtext style: the data pipeline sorts each batch by length, so packing uses enforce_sorted=True."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(20, 8)
+        self.drop = nn.Dropout(0.3)
+        self.rnn = nn.GRU(8, 8, batch_first=True)
+        self.fc = nn.Linear(8, 2)
+
+    def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+        packed = nn.utils.rnn.pack_padded_sequence(self.drop(self.emb(tokens)), lengths.cpu(), batch_first=True)
+        _, h = self.rnn(packed)  # h: [layers, B, H]
+        return self.fc(h[-1])
+
+
+def model_rows(**kwargs: object) -> dict[str, tuple[str, str]]:
+    return {r.name: (r.status, r.detail) for r in run_checks(only=MODEL_CHECKS, **kwargs)}  # type: ignore[arg-type]
+
+
+def test_a_model_that_needs_sorted_batches_passes_every_model_check_through_sorted_by_length() -> None:
+    rows = model_rows(model_factory=SortedBatchesOnly, call=adapters.sorted_by_length())
+    assert {name: status for name, (status, _) in rows.items()} == dict.fromkeys(MODEL_CHECKS, "PASS")
+
+
+def test_without_the_adapter_the_sorted_batch_error_names_it() -> None:
+    rows = model_rows(model_factory=SortedBatchesOnly)
+    assert {status for status, _ in rows.values()} == {"FAIL"}
+    detail = rows["eval_deterministic"][1]
+    assert "must be sorted" in detail and "call=rnnreg.testing.adapters.sorted_by_length()" in detail
+    assert "rnnreg check --call MODULE:FN" in detail and "pass call= (rnnreg check --call" not in detail
+
+
+class PositionsFirst(nn.Module):
+    """Learned positions declared before the token table, neither with padding_idx (a style choice)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pos_emb = nn.Embedding(128, 8)
+        self.tok_emb = nn.Embedding(20, 8)
+        self.drop = nn.Dropout(0.3)
+        self.fc = nn.Linear(8, 2)
+
+    def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+        steps = torch.arange(tokens.shape[1])  # [T]
+        x = self.drop(self.tok_emb(tokens) + self.pos_emb(steps)[None])  # [B, T, D]
+        keep = (steps[None, :] < lengths[:, None]).unsqueeze(-1).float()  # [B, T, 1]
+        return self.fc((x * keep).sum(1) / keep.sum(1))
+
+
+class PaddedTokenTableSecond(nn.Module):
+    """GPT-2's names: the position table wpe (a name like no other) first, then the token table wte, with PAD."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.wpe = nn.Embedding(128, 8)
+        self.wte = nn.Embedding(20, 8, padding_idx=0)
+        self.drop = nn.Dropout(0.3)
+        self.fc = nn.Linear(8, 2)
+
+    def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+        steps = torch.arange(tokens.shape[1])  # [T]
+        x = self.drop(self.wte(tokens) + self.wpe(steps)[None])  # [B, T, D]
+        keep = (steps[None, :] < lengths[:, None]).unsqueeze(-1).float()  # [B, T, 1]
+        return self.fc((x * keep).sum(1) / keep.sum(1))
+
+
+class BagOfWords(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.bag = nn.EmbeddingBag(20, 8, mode="sum")
+        self.drop = nn.Dropout(0.3)
+        self.fc = nn.Linear(8, 2)
+
+    def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+        keep = (torch.arange(tokens.shape[1])[None, :] < lengths[:, None]).float()  # [B, T]
+        mean = self.bag(tokens, per_sample_weights=keep / lengths[:, None])  # [B, D], pads weigh 0
+        return self.fc(self.drop(mean))
+
+
+@pytest.mark.parametrize("factory", [PositionsFirst, PaddedTokenTableSecond, BagOfWords])
+def test_token_ids_are_drawn_below_the_token_table_not_the_position_table(factory: type[nn.Module]) -> None:
+    rows = model_rows(model_factory=factory)
+    assert {name: status for name, (status, _) in rows.items()} == dict.fromkeys(MODEL_CHECKS, "PASS")
+
+
+class SmallerTableUsed(nn.Module):
+    """Declares a 100-row table first but looks tokens up in a 5-row one: ids drawn below 100 are out of range."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(100, 4)
+        self.small = nn.Embedding(5, 4)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+        return self.fc(self.small(tokens).mean(1))
+
+
+def test_an_index_error_says_which_vocabulary_size_was_used_and_how_to_give_another() -> None:
+    inferred = model_rows(model_factory=SmallerTableUsed)["eval_deterministic"]
+    assert inferred[0] == "FAIL" and "IndexError" in inferred[1]
+    assert "token ids drawn lie below the vocabulary size 100 (inferred from the embedding 'emb')" in inferred[1]
+    assert "pass vocab_size= (rnnreg check --vocab-size N)" in inferred[1] and "pass call=" not in inferred[1]
+    given = model_rows(model_factory=SmallerTableUsed, vocab_size=50)["amp_parity"]
+    assert "below the vocabulary size 50 (vocab_size given)" in given[1]
+    assert model_rows(model_factory=SmallerTableUsed, vocab_size=5)["eval_deterministic"][0] == "PASS"
+
+
+class OneHot(nn.Module):
+    def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+        return nn.functional.one_hot(tokens, 7).float().sum(1)[:, :2]
+
+
+def test_a_model_without_an_embedding_is_skipped_with_the_option_to_pass() -> None:
+    rows = model_rows(model_factory=OneHot)
+    assert {status for status, _ in rows.values()} == {"SKIP"}
+    detail = rows["pad_content"][1]
+    assert "no nn.Embedding or nn.EmbeddingBag); pass vocab_size= (rnnreg check --vocab-size N)" in detail
+
+
+def test_pytest_checks_only_keeps_the_cases_of_the_named_checks() -> None:
+    helper = pytest_checks(PositionsFirst, only=["eval_deterministic", "label_smoothing"])
+    (marker,) = [m for m in helper.pytestmark if m.name == "parametrize"]  # type: ignore[attr-defined]
+    assert marker.args == ("check_name", ["eval_deterministic", "label_smoothing"])  # the order of run_checks
+    helper("eval_deterministic")  # PASS: returns
+    with pytest.raises(pytest.skip.Exception, match="SKIP: no loss_fn"):
+        helper("label_smoothing")
+    with pytest.raises(ValueError, match=r"unknown check names \['dropout'\]"):
+        pytest_checks(PositionsFirst, only=["dropout"])
+    with pytest.raises(TypeError, match=r"got the string 'pad_content'\); e.g. only=\['pad_content'\]"):
+        pytest_checks(PositionsFirst, only="pad_content")
+
+
+# The helper as users write it, restricted to two checks: pytest collects these two cases and no others.
+test_only_two_cases = pytest_checks(
+    SortedBatchesOnly, call=adapters.sorted_by_length(), only=["pad_content", "amp_parity"]
+)
+
+
+USER_MODULE = textwrap.dedent(
+    """
+    import torch
+    from torch import nn
+    from torch.func import functional_call
+    from rnnreg.testing import adapters
+
+    class SortedOnly(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(20, 8)
+            self.drop = nn.Dropout(0.3)
+            self.rnn = nn.GRU(8, 8, batch_first=True)
+            self.fc = nn.Linear(8, 2)
+
+        def forward(self, tokens, lengths):
+            packed = nn.utils.rnn.pack_padded_sequence(self.drop(self.emb(tokens)), lengths, batch_first=True)
+            return self.fc(self.rnn(packed)[1][-1])
+
+    call = adapters.sorted_by_length()
+
+    class ProjectedWeightDrop(nn.Module):
+        # a projection 10 -> 6 before a weight-dropped LSTM: the inputs are 10 wide, not the LSTM's 6
+        def __init__(self, p=0.3):
+            super().__init__()
+            self.proj = nn.Linear(10, 6)
+            self.rnn = nn.LSTM(6, 5, batch_first=True)
+            self.p = p
+
+        def forward(self, x):
+            params = dict(self.rnn.named_parameters())
+            params["weight_hh_l0"] = nn.functional.dropout(params["weight_hh_l0"], self.p, self.training)
+            return functional_call(self.rnn, params, (self.proj(x),))
+    """
+)
+
+
+@pytest.fixture
+def user_module(tmp_path: Path) -> Path:
+    path = tmp_path / "user_models.py"
+    path.write_text(USER_MODULE)
+    return path
+
+
+def test_the_sorted_adapter_works_from_the_command_line(user_module: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["check", f"{user_module}:SortedOnly", "--call", f"{user_module}:call"])
+    out = capsys.readouterr().out
+    assert code == 0 and "6 passed, 0 failed" in out
+
+
+def test_input_size_reaches_the_weight_drop_check(user_module: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["check", "--weight-drop", f"{user_module}:ProjectedWeightDrop", "--layer-p", "0.3", "--input-size", "10"]
+    code = main(argv)
+    rows = {line.split()[0]: line.split()[1] for line in capsys.readouterr().out.splitlines() if line[:1].islower()}
+    assert code == 0 and rows["weight_drop"] == "PASS"
+
+
+LOCKED = "rnnreg.layers:LockedDropout"
+CLIP = "torch.nn.utils:clip_grad_norm_"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([], "nothing to check: give MODULE:FACTORY"),
+        (["--groups", "rnnreg.step:param_groups"], "--groups acts on the model of MODULE:FACTORY, and none was given"),
+        (["--clip", CLIP, "--vocab-size", "10", "--call", "x:y"], "--call, --vocab-size act on the model of"),
+        (["--clip", CLIP, "--num-classes", "3"], "--num-classes acts on the model of MODULE:FACTORY"),
+        (["--locked-dropout", LOCKED, "--layer-p", "0"], "--layer-p must lie strictly between 0 and 1 (got 0.0)"),
+        (["--locked-dropout", LOCKED, "--layer-p", "1.5"], "--layer-p must lie strictly between 0 and 1 (got 1.5)"),
+        (["--clip", CLIP, "--layer-p", "0.3"], "--layer-p 0.3 is the p of --locked-dropout, --embedding-dropout or"),
+        (["--embedding-dropout", LOCKED], "--embedding-dropout needs --layer-p P"),
+        (["--locked-dropout", LOCKED, "--layer-p", "0.3", "--input-size", "8"], "--input-size 8 is the input width"),
+        (["--weight-drop", LOCKED, "--layer-p", "0.3", "--input-size", "0"], "--input-size must be >= 1 (got 0)"),
+        (["rnnreg.model:SequenceClassifier", "--vocab-size", "1"], "--vocab-size must be >= 2 (got 1)"),
+        (["rnnreg.model:SequenceClassifier", "--num-classes", "0"], "--num-classes must be >= 1 (got 0)"),
+    ],
+)
+def test_usage_errors_exit_2_with_one_line_naming_the_fix(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["check", *argv])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    assert err.startswith("rnnreg: error: ") and message in err and err.count("\n") == 1
+
+
+def test_run_checks_refuses_a_layer_p_the_layer_checks_cannot_observe() -> None:
+    with pytest.raises(ValueError, match=r"layer_p must be the layers' dropout probability, 0 < p < 1 \(got 0\)"):
+        run_checks(locked_dropout=nn.Dropout, layer_p=0)
+    with pytest.raises(ValueError, match=r"input_size must be a positive int, .* \(got -2\)"):
+        run_checks(input_size=-2)
