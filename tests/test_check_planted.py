@@ -62,6 +62,20 @@ def test_amp_clipping_tells_a_double_step_and_over_clipping_apart(step: Callable
     assert "does not clip" not in str(err.value)  # a double step is not "does not clip"
 
 
+@pytest.mark.parametrize(
+    ("step", "match"),
+    [
+        (buggy.step_sums_the_loss, r"clipping inactive(.|\n)*Likely cause: .*batch size: the loss is summed"),
+        (buggy.step_scales_twice, r"clipping inactive(.|\n)*Likely cause: .*loss scale too large: the loss is scaled twice"),
+    ],
+    ids=lambda v: getattr(v, "__name__", ""),
+)
+def test_a_wrong_loss_size_that_active_clipping_hides_is_caught_unclipped(step: Callable[..., Any], match: str) -> None:
+    # Clipped to max_norm, a gradient of the wrong size gives the right update: only the unclipped case sees it.
+    with pytest.raises(InvariantViolation, match=match):
+        checks.check_amp_clipping(step)
+
+
 def test_amp_clipping_tolerance_follows_the_precision_that_ran() -> None:
     # The same wrong step fails in fp32 and under bf16 autocast, with each precision's tolerance in the message.
     with pytest.raises(InvariantViolation, match=r"tolerance 0\.05 for a step that ran in bfloat16"):

@@ -1366,6 +1366,58 @@ _STEP_ORDER_FIX = (
 )
 
 
+_AMP_INIT_SCALE = 2.0**16
+
+
+@dataclass(frozen=True)
+class _AmpCase:
+    error: float  # relative L2 error of the update against the fp32 reference
+    ratio: float  # update norm / reference update norm
+    tolerance: float
+    ran: str  # the lowest precision the step's forward ran in
+    raw_norm: float
+    max_norm: float
+    batch_size: int
+
+
+def _amp_step_case(
+    train_step: TrainStep, loss_fn: Callable[[Tensor, Tensor], Tensor], invariant: str, *, clip: float
+) -> _AmpCase:
+    """One call of ``train_step`` on the tiny classifier with ``max_norm = clip * gradient norm``, against the fp32
+    reference (``loss_fn``, backward, ``clip_grad_norm_``, SGD step)."""
+    lr = 0.5
+    batch = _tiny_batch(torch.Generator().manual_seed(_SEED))
+    seen: dict[str, str] = {}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(_SEED)
+        model = _TinyClassifier()
+        start = [p.detach().clone() for p in model.parameters()]
+        reference = copy.deepcopy(model)
+        loss_fn(reference(batch.tokens, batch.lengths), batch.labels).backward()
+        raw_norm = float(nn.utils.get_total_norm([p.grad for p in reference.parameters() if p.grad is not None]))
+        max_norm = raw_norm * clip
+        nn.utils.clip_grad_norm_(reference.parameters(), max_norm)
+        torch.optim.SGD(reference.parameters(), lr=lr).step()
+
+        optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+        scaler = torch.amp.GradScaler("cpu", init_scale=_AMP_INIT_SCALE)
+        model.train()
+        with _record_dtypes(model, seen):
+            _call_step(train_step, invariant, "on a finite step", model, batch, optimizer, scaler, max_norm)
+
+    precision = _lowest_precision(seen)
+    ref_delta, delta = _flat_delta(reference, start), _flat_delta(model, start)
+    return _AmpCase(
+        error=float((delta - ref_delta).norm() / ref_delta.norm()),
+        ratio=float(delta.norm() / ref_delta.norm()),
+        tolerance=_UPDATE_RTOL[precision],
+        ran=str(precision).removeprefix("torch."),
+        raw_norm=raw_norm,
+        max_norm=max_norm,
+        batch_size=len(batch),
+    )
+
+
 def check_amp_clipping(
     train_step: TrainStep, *, loss_fn: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy
 ) -> CheckPassed:
@@ -1379,43 +1431,20 @@ def check_amp_clipping(
     1e-4 in fp32 (scaling by a power of two is exact), 12.8 eps under autocast (0.05 bf16, 0.0125 fp16; a correct
     bf16 step errs by ~5e-3). The step may run its forward under autocast, as a real AMP step does. Clipping before
     ``unscale_`` shrinks the update by about the loss scale; not clipping, or clipping after the step, makes it 3x;
-    stepping twice makes it 2x; over-clipping shrinks it. The loss must equal ``loss_fn`` (plain cross-entropy by
-    default).
+    stepping twice makes it 2x; over-clipping shrinks it. A second call with ``max_norm`` at 10x the gradient norm
+    (clipping inactive) must give the unclipped update: active clipping hides a gradient of the wrong size (a loss
+    summed over the batch, a loss scaled twice). The loss must equal ``loss_fn`` (plain cross-entropy by default).
     """
     invariant = "clipping acts on unscaled gradients under a GradScaler"
     if not callable(train_step):
         raise TypeError(
             f"train_step must be callable as train_step(model, batch, optimizer, scaler, max_norm) (got {train_step!r})"
         )
-    lr, init_scale = 0.5, 2.0**16
-    gen = torch.Generator().manual_seed(_SEED)
-    batch = _tiny_batch(gen)
-    seen: dict[str, str] = {}
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(_SEED)
-        model = _TinyClassifier()
-        start = [p.detach().clone() for p in model.parameters()]
-        reference = copy.deepcopy(model)
-        loss_fn(reference(batch.tokens, batch.lengths), batch.labels).backward()
-        raw_norm = float(nn.utils.get_total_norm([p.grad for p in reference.parameters() if p.grad is not None]))
-        # A third: not clipping triples the update, stepping twice doubles it; the two stay apart.
-        max_norm = raw_norm / 3.0
-        nn.utils.clip_grad_norm_(reference.parameters(), max_norm)
-        torch.optim.SGD(reference.parameters(), lr=lr).step()
-
-        optimizer = torch.optim.SGD(model.parameters(), lr=lr)
-        scaler = torch.amp.GradScaler("cpu", init_scale=init_scale)
-        model.train()
-        with _record_dtypes(model, seen):
-            _call_step(train_step, invariant, "on a finite step", model, batch, optimizer, scaler, max_norm)
-
-    precision = _lowest_precision(seen)
-    tolerance = _UPDATE_RTOL[precision]
-    ref_delta, delta = _flat_delta(reference, start), _flat_delta(model, start)
-    error = float((delta - ref_delta).norm() / ref_delta.norm())
-    ran = str(precision).removeprefix("torch.")
+    # A third: not clipping triples the update, stepping twice doubles it; the two stay apart.
+    case = _amp_step_case(train_step, loss_fn, invariant, clip=1 / 3)
+    error, ratio, tolerance, ran = case.error, case.ratio, case.tolerance, case.ran
+    raw_norm, max_norm, init_scale = case.raw_norm, case.max_norm, _AMP_INIT_SCALE
     if not error <= tolerance:
-        ratio = float(delta.norm() / ref_delta.norm())
         if ratio == 0.0:
             cause = "the parameters did not move: the optimizer step was skipped or never called (scaler.step)"
         elif not math.isfinite(ratio):
@@ -1444,9 +1473,35 @@ def check_amp_clipping(
             cause,
             _STEP_ORDER_FIX,
         )
+    # Clipping hides the gradient's size: with max_norm out of reach the update must equal the unclipped one.
+    free = _amp_step_case(train_step, loss_fn, invariant, clip=10.0)
+    if not free.error <= free.tolerance:
+        if math.isclose(free.ratio, free.batch_size, rel_tol=0.05):
+            cause = f"the update is {free.ratio:.3g}x the reference, the batch size: the loss is summed over the batch"
+        elif math.isfinite(free.ratio) and (
+            free.ratio > 100 or math.isclose(free.ratio, free.max_norm / free.raw_norm, rel_tol=0.05)
+        ):
+            cause = (
+                f"the update is {free.ratio:.3g}x the reference (clipped at max_norm, or not at all): the gradient is "
+                "about the loss scale too large: the loss is scaled twice, or the optimizer stepped on gradients "
+                "that were never unscaled"
+            )
+        else:
+            cause = "the step's loss differs from loss_fn (another reduction, weighting or scale), or the model is "
+            cause += "not in train mode"
+        _fail(
+            invariant,
+            f"with clipping inactive (max_norm {free.max_norm:.4g} = 10x the gradient norm) the update differs from "
+            f"the fp32 update by {free.error:.3g} (relative L2, tolerance {free.tolerance:.3g} for a step that ran in "
+            f"{free.ran}); its norm is {free.ratio:.4g}x the reference's",
+            cause,
+            "compute the loss as loss_fn does (cross-entropy averaged over the batch), scale it once with "
+            "scaler.scale(loss), and call scaler.unscale_(optimizer) before clipping",
+        )
     return CheckPassed(
         invariant,
-        f"update matches the fp32 clipped update (relative L2 error {error:.2g} <= {tolerance:.2g}, ran in {ran})",
+        f"update matches the fp32 clipped update (relative L2 error {error:.2g} <= {tolerance:.2g}, ran in {ran}) "
+        f"and the unclipped one ({free.error:.2g})",
     )
 
 

@@ -50,6 +50,28 @@ def step_twice(model: nn.Module, batch: Any, optimizer: Any, scaler: Any, max_no
     optimizer.zero_grad()
 
 
+def step_sums_the_loss(model: nn.Module, batch: Any, optimizer: Any, scaler: Any, max_norm: float) -> None:
+    """reduction='sum': the gradient is batch-size times too large, which active clipping hides."""
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = F.cross_entropy(model(batch.tokens, batch.lengths).float(), batch.labels, reduction="sum")
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
+    nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad()
+
+
+def step_scales_twice(model: nn.Module, batch: Any, optimizer: Any, scaler: Any, max_norm: float) -> None:
+    """The loss multiplied by the scale by hand and then by scaler.scale: unscale_ removes only one factor."""
+    scaler.scale(_loss(model, batch) * scaler.get_scale()).backward()
+    scaler.unscale_(optimizer)
+    nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad()
+
+
 def step_overclips(model: nn.Module, batch: Any, optimizer: Any, scaler: Any, max_norm: float) -> None:
     """Clips to half of max_norm."""
     scaler.scale(_loss(model, batch)).backward()
