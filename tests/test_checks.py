@@ -299,6 +299,48 @@ def test_batchnorm_without_running_stats_fails_batch_check_on_a_single_row() -> 
         checks.check_batch_independence(fresh(BatchStatsInEval), make_batch())
 
 
+class StandardizesOverBatch(PackedBiLSTM):
+    """Standardizes features over the batch axis: the std of a single row is NaN."""
+
+    def features(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+        h = super().features(tokens, lengths)
+        return (h - h.mean(dim=0)) / h.std(dim=0)
+
+
+def test_a_batch_statistic_that_is_nan_on_one_row_is_blamed_on_the_batch_not_on_an_overflow() -> None:
+    with (
+        pytest.warns(UserWarning, match="degrees of freedom"),
+        pytest.raises(
+            InvariantViolation,
+            match=r"non-finite ones in rows \[0\] on a batch of one row(.|\n)*statistic over the batch axis",
+        ),
+    ):
+        checks.check_batch_independence(fresh(StandardizesOverBatch), make_batch())
+
+
+class DropoutLeftOnInEval(PackedBiLSTM):
+    def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+        return F.dropout(super().forward(tokens, lengths), 0.3, training=True)
+
+
+@pytest.mark.parametrize(
+    "check",
+    [
+        checks.check_padding_invariance,
+        checks.check_pad_content,
+        checks.check_batch_independence,
+        checks.check_amp_parity,
+    ],
+    ids=lambda c: c.__name__,
+)
+def test_eval_comparisons_do_not_run_on_a_model_whose_eval_output_is_random(check: Any) -> None:
+    # Only check_eval_deterministic fails such a model; the other eval checks would blame padding or the batch.
+    with pytest.raises(checks.CheckCouldNotRun, match="could not run: two eval-mode passes on the same batch differ"):
+        check(fresh(DropoutLeftOnInEval), make_batch())
+    with pytest.raises(InvariantViolation, match="eval mode is deterministic"):
+        checks.check_eval_deterministic(fresh(DropoutLeftOnInEval), make_batch())
+
+
 def test_padding_bugs_do_not_trip_batch_check() -> None:
     # Rows alone keep the batch's width, so a padding leak is reported by the padding check only.
     checks.check_batch_independence(fresh(UnpackedBiLSTM), make_batch())

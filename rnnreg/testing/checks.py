@@ -214,8 +214,11 @@ def _forward(model: Any, tokens: Tensor, lengths: Tensor, call: Call | None) -> 
     return model(tokens, lengths) if call is None else call(model, tokens, lengths)
 
 
-def _logits(model: Any, tokens: Tensor, lengths: Tensor, invariant: str, call: Call | None = None) -> Tensor:
-    """One forward pass without gradients, with the output checked against the protocol."""
+def _logits(
+    model: Any, tokens: Tensor, lengths: Tensor, invariant: str, call: Call | None = None, *, finite: bool = True
+) -> Tensor:
+    """One forward pass without gradients, with the output checked against the protocol (and, with ``finite``,
+    non-finite logits failed as such)."""
     with torch.no_grad():
         out = _forward(model, tokens, lengths, call)
     B = tokens.shape[0]
@@ -226,7 +229,7 @@ def _logits(model: Any, tokens: Tensor, lengths: Tensor, invariant: str, call: C
             "return only the logits, or pass call= to adapt the output, e.g. "
             "rnnreg.testing.adapters.adapter(output=rnnreg.testing.adapters.first) for a (logits, state) tuple"
         )
-    if not torch.isfinite(out).all():
+    if finite and not torch.isfinite(out).all():
         rows = _rows(~torch.isfinite(out).all(dim=1))
         _fail(
             invariant,
@@ -242,8 +245,9 @@ def _variant_logits(
     model: Any, tokens: Tensor, lengths: Tensor, invariant: str, what: str, call: Call | None = None
 ) -> Tensor:
     """Logits of a derived batch; the model already ran on the original, so an error here is the model's answer."""
+    fix = "compute every statistic per row (use running statistics in eval) and accept any batch size and width"
     try:
-        return _logits(model, tokens, lengths, invariant, call)
+        out = _logits(model, tokens, lengths, invariant, call, finite=False)
     except InvariantViolation:
         raise
     except Exception as e:
@@ -253,8 +257,33 @@ def _variant_logits(
             f"the model ran on the batch but raised {type(e).__name__} on {what}: {message}",
             "forward depends on the batch as a whole: statistics over the batch (BatchNorm with "
             "track_running_stats=False needs more than one row) or a fixed batch size or width",
-            "compute every statistic per row (use running statistics in eval) and accept any batch size and width",
+            fix,
         )
+    if not torch.isfinite(out).all():
+        _fail(
+            invariant,
+            f"the model gave finite logits on the batch but non-finite ones in rows "
+            f"{_rows(~torch.isfinite(out).all(dim=1))} on {what}",
+            "forward depends on the batch as a whole: a statistic over the batch axis (the std of one row is NaN) "
+            "or a division by a count over the batch",
+            fix,
+        )
+    return out
+
+
+def _eval_logits(model: Any, tokens: Tensor, lengths: Tensor, invariant: str, call: Call | None) -> Tensor:
+    """Eval-mode logits, after making sure that two passes agree: a comparison of eval outputs would otherwise
+    measure the model's leftover randomness (which check_eval_deterministic reports) instead of its invariant."""
+    passes = []
+    for offset in range(2):
+        torch.manual_seed(_SEED + offset)
+        passes.append(_logits(model, tokens, lengths, invariant, call))
+    if not torch.equal(passes[0], passes[1]):
+        raise CheckCouldNotRun(
+            f"{invariant}: could not run: two eval-mode passes on the same batch differ, so this comparison would "
+            "measure that randomness; see 'eval mode is deterministic'"
+        )
+    return passes[0]
 
 
 def _rows(mask: Tensor) -> list[int]:
@@ -460,7 +489,7 @@ def check_padding_invariance(
     appended = torch.cat([tokens, torch.full((B, extra), pad_id, dtype=tokens.dtype, device=tokens.device)], dim=1)
     with _untouched(model):
         _set_mode(model, False)
-        ref = _logits(model, tokens, lengths, invariant, call)
+        ref = _eval_logits(model, tokens, lengths, invariant, call)
         problems = _compare_variants(
             model, lengths, ref, [(f"with {extra} pad columns appended", appended)], invariant, call
         )
@@ -532,7 +561,7 @@ def check_pad_content(
     )
     with _untouched(model):
         _set_mode(model, False)
-        ref = _logits(model, tokens, lengths, invariant, call)
+        ref = _eval_logits(model, tokens, lengths, invariant, call)
         problems = _compare_variants(model, lengths, ref, variants, invariant, call)
         pad_ok = not _compare_variants(
             model,
@@ -572,7 +601,7 @@ def check_batch_independence(model: Any, batch: Batch, *, call: Call | None = No
     perms = [("reversed", torch.arange(B - 1, -1, -1)), ("shuffled", torch.randperm(B, generator=gen))]
     with _untouched(model):
         _set_mode(model, False)
-        ref = _logits(model, tokens, lengths, invariant, call)
+        ref = _eval_logits(model, tokens, lengths, invariant, call)
         alone = torch.cat(
             [
                 _variant_logits(model, tokens[i : i + 1], lengths[i : i + 1], invariant, "a batch of one row", call)
@@ -650,7 +679,7 @@ def check_amp_parity(
     bound_rtol = _AMP_RTOL[dtype] if rtol is None else rtol
     with _untouched(model):
         _set_mode(model, False)
-        ref = _logits(model, batch.tokens, batch.lengths, invariant, call).float()
+        ref = _eval_logits(model, batch.tokens, batch.lengths, invariant, call).float()
         seen: dict[str, str] = {}
         try:
             with _record_dtypes(model, seen), torch.autocast(device_type=device, dtype=dtype):
