@@ -10,6 +10,7 @@ import copy
 import io
 import itertools
 import math
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -33,6 +34,7 @@ from rnnreg.layers import (
     masked_mean,
     masked_pool,
     output_dropout,
+    reverse_index,
     reverse_within_lengths,
     rnn_step_loop,
     rnn_supports_autocast,
@@ -689,3 +691,36 @@ def test_autocast_probe_leaves_the_global_rng_and_grad_mode_alone() -> None:
     assert torch.equal(torch.get_rng_state(), state)
     rnn_supports_autocast.cache_clear()
     assert rnn_supports_autocast("lstm", "cpu", torch.bfloat16) == answer  # under no_grad it answers the same
+
+
+# The meta device stands in for CUDA here: tensors with shapes and devices but no values. A helper that built a
+# tensor on the CPU (device=None) instead of the input's device would fail or return a CPU tensor.
+META = torch.device("meta")
+
+
+def test_masks_and_indices_are_built_on_the_device_asked_for() -> None:
+    lengths = torch.tensor([3, 1, 2])  # lengths stay on the CPU, as Batch.to keeps them
+    like = torch.empty(3, 4, 5, dtype=torch.float64, device=META)
+    mask = dropout_mask((3, 1, 5), 0.3, like=like)
+    assert (mask.device, mask.dtype, tuple(mask.shape)) == (META, torch.float64, (3, 1, 5))
+    assert length_mask(lengths, 4, META).device == META
+    assert reverse_index(lengths, 4, META).device == META
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [
+        reverse_within_lengths,
+        gather_last,
+        masked_mean,
+        masked_max,
+        lambda x, n: locked_dropout(x, 0.3, training=True),
+        lambda x, n: output_dropout(x, 0.3, training=True),
+        lambda x, n: weight_drop(x, 0.3, training=True),
+        lambda x, n: embedding_dropout(x, torch.zeros(3, 4, dtype=torch.long, device=META), 7, 0.3, training=True),
+    ],
+    ids=["reverse", "gather_last", "masked_mean", "masked_max", "locked", "output", "weight_drop", "embedding"],
+)
+def test_layer_functions_keep_the_inputs_device(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
+    x = torch.empty(3, 4, 5, device=META)
+    assert fn(x, torch.tensor([3, 1, 2])).device == META
