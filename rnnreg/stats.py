@@ -152,7 +152,9 @@ def compare_paired(
         sd_diff = 0.0
         p_value = 1.0 if abs(mean_diff) <= rounding else 0.0
     else:
-        sd_diff = float(d.std(ddof=1))
+        # Scaled by the largest difference first: squaring differences near 1e-160 or below would underflow to 0.
+        largest = float(np.abs(d).max())
+        sd_diff = float((d / largest).std(ddof=1)) * largest
         p_value = _paired_t_pvalue(mean_diff, sd_diff, n)
     ci_low, ci_high = _t_interval(mean_diff, sd_diff, n, level)
 

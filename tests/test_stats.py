@@ -159,6 +159,16 @@ def test_a_constant_nonzero_effect_is_exact() -> None:
     assert (worse.p_value, worse.p_improve, worse.p_improve_high) == (0.0, 0.0, 0.0)
 
 
+def test_differences_too_small_to_square_still_give_the_t_test() -> None:
+    # Found by Hypothesis: d = [0, -2.34e-199]; d.std() squared the differences, underflowed to 0 and divided by it.
+    # By hand: mean -1.17e-199, sd = |d1| / sqrt(2) = 1.66e-199, t = mean / (sd / sqrt(2)) = -1, and with 1 degree
+    # of freedom P(|T| > 1) = 1/2.
+    c = compare_paired([0.0, 0.0], [0.0, 2.3446818764608427e-199])
+    assert c.mean_diff == pytest.approx(-1.1723409382304213e-199, rel=1e-12)
+    assert c.sd_diff == pytest.approx(2.3446818764608427e-199 / math.sqrt(2), rel=1e-12)
+    assert c.p_value == pytest.approx(0.5, rel=1e-12)
+
+
 @given(st.lists(st.tuples(metric_values, metric_values), min_size=2, max_size=20), st.integers(0, 2**32 - 1))
 def test_swapping_a_and_b_negates_the_difference_and_complements_p_improve(
     pairs: list[tuple[float, float]], seed: int
