@@ -491,3 +491,50 @@ def test_each_new_failure_is_reported_under_its_invariant_with_a_cause_and_a_fix
     assert message.startswith(passed.invariant + ": ")
     cause = re.search(r"\n  Likely cause: (.+)\.\n  Fix: (.+)\.$", message, flags=re.S)
     assert cause is not None and cause.group(1) != "None" and cause.group(2) != "None"
+
+
+class RateWeightDrop(ref.FunctionalWeightDrop):
+    """Drops weight_hh entries with its own rate `q`, whatever p the check is told."""
+
+    def __init__(self, p: float, q: float) -> None:
+        super().__init__(p)
+        self.q = q
+
+    def forward(self, x: Tensor) -> Any:
+        if not self.training:
+            return self.rnn(x)
+        dropped = {n: F.dropout(w, self.q, training=True) for n, w in self.rnn.named_parameters() if "weight_hh" in n}
+        return torch.func.functional_call(self.rnn, dropped, (x,))
+
+
+@pytest.mark.parametrize(
+    ("q", "match"),
+    [
+        (0.1, r"\(rate 0\.(0|1)\d*\), outside p=0\.3" + CAUSE + "fewer entries than p are dropped"),
+        (0.7, r"\(rate 0\.(6|7)\d*\), outside p=0\.3" + CAUSE + "p used as the keep probability"),
+    ],
+    ids=["too-few", "keep-probability"],
+)
+def test_weight_drop_at_another_rate_is_caught_with_the_rate_it_drew(q: float, match: str) -> None:
+    with pytest.raises(InvariantViolation, match=match):
+        regularizers.check_weight_drop(fresh(lambda: RateWeightDrop(0.3, q)), p=0.3)
+
+
+LAYER_CHECKS: list[tuple[Callable[[], nn.Module], Callable[[nn.Module], Any]]] = [
+    (lambda: ref.HandLockedDropout(0.3), lambda m: checks.check_locked_dropout(m, p=0.3)),
+    (lambda: ref.AWDEmbeddingDropout(0.3), lambda m: regularizers.check_embedding_dropout(m, p=0.3)),
+    (lambda: ref.FunctionalWeightDrop(0.3), lambda m: regularizers.check_weight_drop(m, p=0.3)),
+]
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["given-in-train-mode", "given-in-eval-mode"])
+@pytest.mark.parametrize(("build", "check"), LAYER_CHECKS, ids=["locked", "embedding", "weight-drop"])
+def test_layer_checks_set_the_modes_they_need_and_give_the_layer_back_as_it_was(
+    build: Callable[[], nn.Module], check: Callable[[nn.Module], Any], training: bool
+) -> None:
+    layer = fresh(build)
+    layer.train(training)
+    before = {n: t.detach().clone() for n, t in layer.state_dict().items()}
+    check(layer)  # passes from either mode: it switches to train mode for the dropout and to eval for identity
+    assert all(m.training is training for m in layer.modules())
+    assert all(torch.equal(before[n], t) for n, t in layer.state_dict().items())
