@@ -538,3 +538,23 @@ def test_layer_checks_set_the_modes_they_need_and_give_the_layer_back_as_it_was(
     check(layer)  # passes from either mode: it switches to train mode for the dropout and to eval for identity
     assert all(m.training is training for m in layer.modules())
     assert all(torch.equal(before[n], t) for n, t in layer.state_dict().items())
+
+
+def test_label_smoothing_counts_every_failing_case_not_just_the_first() -> None:
+    # eps ignored: plain cross-entropy is right for the 4 cases with eps = 0 and wrong for the other 8 (K in
+    # 2, 3, 5, 10 x eps in 0.1, 0.3).
+    def eps_ignored(logits: Tensor, targets: Tensor, eps: float) -> Tensor:
+        return F.cross_entropy(logits, targets)
+
+    with pytest.raises(InvariantViolation, match=r"\b8 of 12 cases differ from soft-target cross-entropy"):
+        checks.check_label_smoothing(eps_ignored)
+
+
+def test_a_step_that_raises_a_bare_runtime_error_propagates_it_unchanged() -> None:
+    # Only GradScaler's own errors are diagnosed; anything else is the user's bug and reaches them as raised.
+    def broken(*args: Any) -> None:
+        raise RuntimeError()
+
+    with pytest.raises(RuntimeError) as err:
+        checks.check_amp_scaler(broken)
+    assert type(err.value) is RuntimeError and str(err.value) == ""
