@@ -71,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     name_width = max(len(m) for m in per_module) + 2
-    header = f"{'module':<{name_width}}" + "".join(f"{c:>12}" for c in ("mutants", *COLUMNS, "score"))
+    short = {"caught by type check": "mypy"}
+    header = f"{'module':<{name_width}}" + "".join(f"{short.get(c, c):>12}" for c in ("mutants", *COLUMNS, "score"))
     print(header)
     print("-" * len(header))
     total: Counter[str] = Counter()
