@@ -724,3 +724,44 @@ def test_masks_and_indices_are_built_on_the_device_asked_for() -> None:
 def test_layer_functions_keep_the_inputs_device(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
     x = torch.empty(3, 4, 5, device=META)
     assert fn(x, torch.tensor([3, 1, 2])).device == META
+
+
+@pytest.mark.parametrize(
+    ("make", "name"),
+    [
+        (lambda: LockedDropout(1.5), "p"),
+        (lambda: OutputDropout(-0.1), "p"),
+        (lambda: EmbeddingDropout(10, 1.0), "p"),
+        (lambda: WeightDrop(nn.LSTM(2, 2), 1.2), "weight_p"),
+        (lambda: locked_dropout(torch.ones(1, 1, 1), 1.5, training=True), "p"),
+        (lambda: output_dropout(torch.ones(1), 1.5, training=True), "p"),
+        (lambda: weight_drop(torch.ones(1), 1.5, training=True), "p"),
+        (
+            lambda: embedding_dropout(torch.ones(1, 1, 1), torch.zeros(1, 1, dtype=torch.long), 2, 1.5, training=True),
+            "p",
+        ),
+        (lambda: dropout_mask((1,), 1.5, like=torch.ones(1)), "p"),
+    ],
+)
+def test_a_probability_outside_0_1_is_refused_naming_the_argument(make: Callable[[], object], name: str) -> None:
+    with pytest.raises(ValueError, match=rf"^{name} must be a probability in \[0, 1\) \(got "):
+        make()
+
+
+CALLS_WITH_A_GENERATOR: dict[str, Callable[[torch.Generator], torch.Tensor]] = {
+    "locked": lambda g: LockedDropout(0.5)(torch.ones(4, 3, 8), generator=g),
+    "output": lambda g: OutputDropout(0.5)(torch.ones(4, 8), generator=g),
+    "embedding": lambda g: EmbeddingDropout(10, 0.5)(
+        torch.ones(4, 3, 8), torch.arange(12).view(4, 3) % 10, generator=g
+    ),
+}
+
+
+@pytest.mark.parametrize("call", CALLS_WITH_A_GENERATOR.values(), ids=CALLS_WITH_A_GENERATOR.keys())
+def test_the_dropout_modules_draw_from_the_generator_they_are_given(
+    call: Callable[[torch.Generator], torch.Tensor],
+) -> None:
+    torch.manual_seed(1)
+    first = call(torch.Generator().manual_seed(3))
+    torch.manual_seed(2)  # a different global stream: only the generator may decide the mask
+    assert torch.equal(first, call(torch.Generator().manual_seed(3)))
