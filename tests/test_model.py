@@ -23,7 +23,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from rnnreg.config import ModelConfig
 from rnnreg.data import PAD_ID, Batch
 from rnnreg.layers import dropout_mask
-from rnnreg.model import NotebookBiLSTM, RegularizerNoOpWarning, SequenceClassifier, build_model
+from rnnreg.model import NotebookBiLSTM, RegularizerNoOpWarning, SequenceClassifier, build_model, check_inputs
 from rnnreg.step import low_precision_modules, probe_autocast
 from rnnreg.testing import strategies as rst
 
@@ -562,3 +562,18 @@ def test_build_model_warns_when_a_notebook_regularizer_cannot_act() -> None:
 def test_build_model_rejects_shapes_the_notebook_model_cannot_take(change: dict) -> None:
     with pytest.raises(ValueError, match="arch='awd'"):
         build_model(ModelConfig(arch="notebook", **{**NO_DROPOUT, **change}), V, C)
+
+
+def test_lengths_on_another_device_than_tokens_are_refused_but_cpu_lengths_go_anywhere() -> None:
+    # The meta device stands in for CUDA. Lengths on it with CPU tokens: refused, naming both devices.
+    with pytest.raises(ValueError, match=r"^lengths is on meta but tokens on cpu; keep lengths on the CPU"):
+        check_inputs(torch.tensor([[1, 2]]), torch.tensor([2], device="meta"), 5)
+    # CPU lengths with tokens elsewhere pass the device check; the next check reads them (a length of 3 > T = 2).
+    with pytest.raises(ValueError, match=r"^every length must be in \[1, 2\]"):
+        check_inputs(torch.tensor([[1, 2]], device="meta"), torch.tensor([3]), 5)
+
+
+def test_the_smallest_vocabulary_is_pad_and_one_word() -> None:
+    assert build_model(ModelConfig(), 2, 2)(torch.tensor([[1, 1]]), torch.tensor([2])).shape == (1, 2)
+    with pytest.raises(ValueError, match=r"^vocab_size must be >= 2 to hold PAD and one word \(got 1\)"):
+        build_model(ModelConfig(), 1, 2)
