@@ -577,3 +577,9 @@ def test_the_smallest_vocabulary_is_pad_and_one_word() -> None:
     assert build_model(ModelConfig(), 2, 2)(torch.tensor([[1, 1]]), torch.tensor([2])).shape == (1, 2)
     with pytest.raises(ValueError, match=r"^vocab_size must be >= 2 to hold PAD and one word \(got 1\)"):
         build_model(ModelConfig(), 1, 2)
+
+
+def test_the_models_repr_names_what_its_modules_do_not_show() -> None:
+    cfg = ModelConfig(rnn="gru", bidirectional=False, pooling="max", recurrent_p=0.25)
+    lines = repr(build_model(cfg, 10, 2)).splitlines()
+    assert lines[:2] == ["SequenceClassifier(", "  rnn=gru, bidirectional=False, pooling='max', recurrent_p=0.25"]
