@@ -66,7 +66,7 @@ def test_amp_clipping_tells_a_double_step_and_over_clipping_apart(step: Callable
     ("step", "match"),
     [
         (buggy.step_sums_the_loss, r"clipping inactive(.|\n)*Likely cause: .*batch size: the loss is summed"),
-        (buggy.step_scales_twice, r"clipping inactive(.|\n)*Likely cause: .*loss scale too large: the loss is scaled twice"),
+        (buggy.step_scales_twice, r"clipping inactive(.|\n)*Likely cause: .*too large: the loss is scaled twice"),
     ],
     ids=lambda v: getattr(v, "__name__", ""),
 )
@@ -173,3 +173,9 @@ def test_a_parameter_in_two_groups_is_caught() -> None:
 
     with pytest.raises(InvariantViolation, match=r"\['head.bias'\] are in more than one group"):
         regularizers.check_decay_groups(model, twice)
+
+
+def test_a_step_applied_despite_an_inf_says_the_parameters_are_no_longer_finite() -> None:
+    # SGD stepping on an inf gradient writes inf/NaN into the weights: the message says so.
+    with pytest.raises(InvariantViolation, match=r"held an inf changed the parameters \(they are no longer finite\)"):
+        checks.check_amp_scaler(buggy.step_optimizer_not_scaler)
