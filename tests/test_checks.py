@@ -318,6 +318,12 @@ def test_a_batch_statistic_that_is_nan_on_one_row_is_blamed_on_the_batch_not_on_
         checks.check_batch_independence(fresh(StandardizesOverBatch), make_batch())
 
 
+def test_a_model_that_is_nan_on_a_row_alone_is_left_to_the_batch_check_by_the_padding_check() -> None:
+    with pytest.warns(UserWarning, match="degrees of freedom"):
+        passed = checks.check_padding_invariance(fresh(StandardizesOverBatch), make_batch())
+    assert "for 0 rows run without padding" in passed.detail
+
+
 class DropoutLeftOnInEval(PackedBiLSTM):
     def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
         return F.dropout(super().forward(tokens, lengths), 0.3, training=True)
