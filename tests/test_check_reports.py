@@ -366,3 +366,18 @@ def test_sorted_by_length_wraps_another_call_and_needs_logits_back() -> None:
     assert adapters.sorted_by_length().__name__ == "sorted_by_length()"
     named = adapters.sorted_by_length(adapters.adapter(output=adapters.first)).__name__
     assert named == "sorted_by_length(adapter(tokens_and_lengths, first))"
+
+
+def test_the_attention_mask_is_built_on_the_tokens_device() -> None:
+    tokens = torch.ones(3, 4, dtype=torch.long, device="meta")  # meta stands in for CUDA; lengths stay on the CPU
+    _, kwargs = adapters.input_ids_attention_mask(tokens, torch.tensor([2, 4, 1]))
+    assert kwargs["attention_mask"].device == torch.device("meta")
+
+
+def test_sorted_by_length_refuses_a_scalar_output_and_names_a_call_without_a_name() -> None:
+    call = adapters.sorted_by_length(functools.partial(lambda model, tokens, lengths: torch.tensor(1.0)))
+    assert call.__name__ == "sorted_by_length(call)"
+    with pytest.raises(
+        TypeError, match=r"needs logits\[B, C\] with B=2 to put back in order \(got a tensor of shape \(\)\)"
+    ):
+        call(None, torch.ones(2, 3, dtype=torch.long), torch.tensor([3, 1]))
