@@ -223,6 +223,25 @@ class FunctionalDropoutNeverTraining(PackedBiLSTM):
         return nn.functional.dropout(super().forward(tokens, lengths), 0.3, training=False)
 
 
+class TorchDropoutPositional(PackedBiLSTM):
+    """torch.dropout(input, p, train) with every argument positional, train=False."""
+
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return torch.dropout(super().forward(tokens, lengths), 0.3, False)
+
+
+class ZeroDropoutCall(PackedBiLSTM):
+    """F.dropout with p = 0: configured off, so the model is deterministic by design."""
+
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return nn.functional.dropout(super().forward(tokens, lengths), 0.0, True)
+
+
+def test_dropout_with_p_zero_is_not_applicable_rather_than_inert() -> None:
+    with pytest.raises(checks.CheckNotApplicable, match="no random draw in forward"):
+        checks.check_dropout_active(fresh(lambda: ZeroDropoutCall(output_p=0.0)), make_batch())
+
+
 class HandMaskNeverApplied(PackedBiLSTM):
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         logits = super().forward(tokens, lengths)
@@ -236,6 +255,7 @@ class HandMaskNeverApplied(PackedBiLSTM):
     [
         (FunctionalDropoutNeverTraining, r"dropout\(p=0\.3, training=False\)(.|\n)*training=self\.training"),
         (HandMaskNeverApplied, r"forward draws random numbers \(bernoulli_\)(.|\n)*never applied"),
+        (TorchDropoutPositional, r"forward draws random numbers \(dropout\(p=0\.3, training=False\)\)"),
     ],
 )
 def test_functional_dropout_that_never_acts_fails_with_the_call_named(cls: type, match: str) -> None:
