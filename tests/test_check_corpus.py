@@ -216,3 +216,10 @@ def test_the_whole_suite_passes_a_reference_setup() -> None:
         num_classes=ref.CLASSES,
     )
     assert {r.name: r.status for r in rows if r.status != "PASS"} == {}
+
+
+@pytest.mark.parametrize(("build", "call"), [MODELS["hf-style-adapter"], MODELS["packed-input-adapter"]])
+def test_unpadded_rows_run_through_the_adapter_too(build: Callable[[], nn.Module], call: Any) -> None:
+    # make_batch has lengths 7, 5, 3, 1, 6, 2 with T = 7: five rows carry padding, and each runs alone unpadded.
+    passed = checks.check_padding_invariance(fresh(build), make_batch(), call=call)
+    assert passed.detail.endswith("for 5 rows run without padding")
