@@ -558,3 +558,20 @@ def test_a_step_that_raises_a_bare_runtime_error_propagates_it_unchanged() -> No
     with pytest.raises(RuntimeError) as err:
         checks.check_amp_scaler(broken)
     assert type(err.value) is RuntimeError and str(err.value) == ""
+
+
+class ProjectionRegisteredLast(ref.FunctionalWeightDrop):
+    """A 10 -> 5 projection in front of the GRU, but registered after it: the input size cannot be read off."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__(p)
+        self.proj = nn.Linear(10, 5)
+
+    def forward(self, x: Tensor) -> Any:
+        return super().forward(self.proj(x))
+
+
+def test_an_explicit_input_size_overrides_the_one_read_from_the_layers() -> None:
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):  # read from the GRU: 5, wrong here
+        regularizers.check_weight_drop(fresh(lambda: ProjectionRegisteredLast(0.3)), p=0.3)
+    regularizers.check_weight_drop(fresh(lambda: ProjectionRegisteredLast(0.3)), p=0.3, input_size=10)
