@@ -201,20 +201,7 @@ def test_rnnreg_param_groups_pass_the_decay_group_check() -> None:
 
 
 def test_the_whole_suite_passes_a_reference_setup() -> None:
-    rows = run_checks(
-        ref.TransformerClassifier,
-        loss_fn=ref.smoothing_kl_divergence,
-        clip_fn=ref.clip_foreach,
-        optimizer_factory=ref.hand_adamw_decay_after,
-        decoupled=True,
-        train_step=ref.amp_step_bf16,
-        groups_fn=ref.nanogpt_groups,
-        locked_dropout=functools.partial(ref.HandLockedDropout, 0.3),
-        embedding_dropout=functools.partial(ref.AWDEmbeddingDropout, 0.3),
-        weight_drop=functools.partial(ref.FunctionalWeightDrop, 0.3),
-        layer_p=0.3,
-        num_classes=ref.CLASSES,
-    )
+    rows = run_checks(ref.TransformerClassifier, **ref.whole_suite_setup())
     assert {r.name: r.status for r in rows if r.status != "PASS"} == {}
 
 

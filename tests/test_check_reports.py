@@ -221,20 +221,7 @@ def test_a_model_returning_a_tuple_passes_through_the_first_adapter() -> None:
 
 
 # The documented three-line use, given every function so that each of its cases runs (none is skipped).
-test_rnnreg_reference = pytest_checks(
-    ref.TransformerClassifier,
-    num_classes=ref.CLASSES,
-    loss_fn=ref.smoothing_kl_divergence,
-    clip_fn=ref.clip_foreach,
-    optimizer_factory=ref.hand_adamw_decay_after,
-    decoupled=True,
-    train_step=ref.amp_step_bf16,
-    groups_fn=ref.nanogpt_groups,
-    locked_dropout=functools.partial(ref.HandLockedDropout, 0.3),
-    embedding_dropout=functools.partial(ref.AWDEmbeddingDropout, 0.3),
-    weight_drop=functools.partial(ref.FunctionalWeightDrop, 0.3),
-    layer_p=0.3,
-)
+test_rnnreg_reference = pytest_checks(ref.TransformerClassifier, **ref.whole_suite_setup())
 
 
 def test_pytest_helper_fails_skips_and_warns_per_check() -> None:

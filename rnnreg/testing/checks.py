@@ -271,13 +271,19 @@ def _variant_logits(
     return out
 
 
-def _eval_logits(model: Any, tokens: Tensor, lengths: Tensor, invariant: str, call: Call | None) -> Tensor:
-    """Eval-mode logits, after making sure that two passes agree: a comparison of eval outputs would otherwise
-    measure the model's leftover randomness (which check_eval_deterministic reports) instead of its invariant."""
+def _two_passes(model: Any, tokens: Tensor, lengths: Tensor, invariant: str, call: Call | None) -> list[Tensor]:
+    """Two forward passes under different RNG seeds: any randomness left in the model's mode must show."""
     passes = []
     for offset in range(2):
         torch.manual_seed(_SEED + offset)
         passes.append(_logits(model, tokens, lengths, invariant, call))
+    return passes
+
+
+def _eval_logits(model: Any, tokens: Tensor, lengths: Tensor, invariant: str, call: Call | None) -> Tensor:
+    """Eval-mode logits, after making sure that two passes agree: a comparison of eval outputs would otherwise
+    measure the model's leftover randomness (which check_eval_deterministic reports) instead of its invariant."""
+    passes = _two_passes(model, tokens, lengths, invariant, call)
     if not torch.equal(passes[0], passes[1]):
         raise CheckCouldNotRun(
             f"{invariant}: could not run: two eval-mode passes on the same batch differ, so this comparison would "
@@ -321,10 +327,7 @@ def check_eval_deterministic(model: Any, batch: Batch, *, call: Call | None = No
     batch = _prepare(model, batch, call)
     with _untouched(model):
         _set_mode(model, False)
-        passes = []
-        for offset in range(2):
-            torch.manual_seed(_SEED + offset)  # different seeds: any randomness left in eval must show
-            passes.append(_logits(model, batch.tokens, batch.lengths, invariant, call))
+        passes = _two_passes(model, batch.tokens, batch.lengths, invariant, call)
     if not torch.equal(passes[0], passes[1]):
         diff = float((passes[0].double() - passes[1].double()).abs().max())
         rows = _rows((passes[0] != passes[1]).any(dim=1))
