@@ -1,8 +1,9 @@
 """Invariant toolkit for your own models: check functions, a suite runner, and (with Hypothesis) strategies.
 
-``from rnnreg.testing import checks`` gives the check functions (``regularizers`` holds the layer and parameter-group
-checks, ``adapters`` the call conventions); ``rnnreg.testing.strategies`` needs Hypothesis (installed with
-``rnnreg[test]``) and is imported only when you import it, so the checks work without it.
+``from rnnreg.testing import checks`` gives every check function; they live by topic in ``model_checks``,
+``layer_checks``, ``optim_checks``, ``loss_checks`` and ``step_checks`` (``adapters`` holds the call conventions).
+``rnnreg.testing.strategies`` needs Hypothesis (installed with ``rnnreg[test]``) and is imported only when you import
+it, so the checks work without it.
 """
 
 from rnnreg.testing.checks import (
@@ -14,7 +15,9 @@ from rnnreg.testing.checks import (
     check_amp_parity,
     check_amp_scaler,
     check_batch_independence,
+    check_decay_groups,
     check_dropout_active,
+    check_embedding_dropout,
     check_eval_deterministic,
     check_gradient_clipping,
     check_label_smoothing,
@@ -22,8 +25,8 @@ from rnnreg.testing.checks import (
     check_pad_content,
     check_padding_invariance,
     check_weight_decay,
+    check_weight_drop,
 )
-from rnnreg.testing.regularizers import check_decay_groups, check_embedding_dropout, check_weight_drop
 from rnnreg.testing.suite import CheckResult, CheckWarning, load_object, pytest_checks, run_checks
 
 __all__ = [
