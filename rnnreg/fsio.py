@@ -80,11 +80,15 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def append_line(path: Path, line: str) -> None:
-    """Append ``line`` and a newline with one ``write``, then flush and fsync: a kill loses at most this line."""
+    """Append ``line`` and a newline with one ``write``, then fsync (and the folder, when this created the file).
+
+    A kill loses at most this line.
+    """
     if "\n" in line:
         raise ValueError(f"append_line writes one line; got text with a newline: {line[:80]!r}")
     path = Path(path)
     data = (line + "\n").encode("utf-8")
+    created = not path.exists()  # one writer (the folder's lock): nothing creates it between here and the open
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         size = os.fstat(fd).st_size
@@ -102,6 +106,8 @@ def append_line(path: Path, line: str) -> None:
             raise
     finally:
         os.close(fd)
+    if created:  # a new file's name lives in its folder: without this a power cut can lose every line in it
+        _fsync_dir(path.parent)
 
 
 def remove_temp_files(folder: Path) -> list[Path]:
