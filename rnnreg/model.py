@@ -20,12 +20,13 @@ from rnnreg.layers import (
     OutputDropout,
     WeightDrop,
     masked_pool,
+    plan_segments,
     reverse_index,
     reverse_within_lengths,
     rnn_step_loop,
     run_in_segments,
     run_rnn,
-    time_segments,
+    segment_call_cost,
 )
 
 
@@ -86,8 +87,10 @@ class SequenceClassifier(nn.Module):
     within its own length (pads stay at the end), so both start on real tokens. Each direction of each layer is
     its own one-layer RNN, ``rnns['l{k}']`` and ``rnns['l{k}_reverse']`` (nn.LSTM's suffixes), which keeps CPU
     (oneDNN) and CUDA (cuDNN) on their fast unpacked kernels. Rows are sorted longest first and time is cut into
-    a few segments, each run on the rows that still have tokens (see ``time_segments``): most padding is skipped,
-    as packing skips it, and steps past the longest length never run at all.
+    a few segments, each run on the rows that still have tokens (see ``plan_segments``): most padding is skipped,
+    as packing skips it, and steps past the longest length never run at all. A cut costs one more kernel call per
+    layer and direction, so it is made only where the padding it skips costs more (``plan_segments``): a bucketed
+    batch runs in one piece.
     """
 
     def __init__(self, cfg: ModelConfig, vocab_size: int, num_classes: int) -> None:
@@ -113,6 +116,10 @@ class SequenceClassifier(nn.Module):
         )
         self.output_drop = OutputDropout(cfg.output_p)
         self.head = nn.Linear(H * D, num_classes)
+        # What one more time segment costs, in row-steps of these layers (plan_segments); 0 cuts at every length.
+        gates = 4 if cfg.rnn == "lstm" else 3
+        layer_inputs = [cfg.embed_dim] + [H * D] * (cfg.num_layers - 1)
+        self.segment_call_cost = segment_call_cost([gates * H * (d_in + H) for d_in in layer_inputs])
 
     def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
         check_inputs(tokens, lengths, self.vocab_size)
@@ -121,7 +128,7 @@ class SequenceClassifier(nn.Module):
         lengths = lengths.cpu()[order]  # (B,)
         T = int(lengths[0])  # time actually run
         tokens = tokens.index_select(0, order.to(tokens.device))[:, :T]  # (B, T)
-        segments = time_segments(lengths)
+        segments = plan_segments(lengths, self.segment_call_cost)
         x = self.embedding(tokens)  # (B, T, E)
         x = self.embed_drop(x, tokens)  # (B, T, E)
         x = self.input_drop(x)  # (B, T, E)

@@ -34,12 +34,14 @@ from rnnreg.layers import (
     masked_mean,
     masked_pool,
     output_dropout,
+    plan_segments,
     reverse_index,
     reverse_within_lengths,
     rnn_step_loop,
     rnn_supports_autocast,
     run_in_segments,
     run_rnn,
+    segment_call_cost,
     time_segments,
     weight_drop,
 )
@@ -471,6 +473,92 @@ def test_segmented_run_equals_one_call_on_every_real_step(kind: str, lengths: li
     real = length_mask(ordered, x.shape[1])  # (B, T)
     # Pieces run fewer rows per call; kernels may round by batch size in the last bit.
     torch.testing.assert_close(pieces[real], whole[real])
+
+
+def plan_cost(segments: list[tuple[int, int, int]], call_cost: float) -> float:
+    return sum(call_cost + active * (stop - start) for start, stop, active in segments)
+
+
+def every_plan(ordered: list[int]) -> list[list[tuple[int, int, int]]]:
+    """Every way to cut [0, max) at a subset of the distinct lengths, as (start, stop, active) pieces."""
+    inner = sorted(set(ordered))[:-1]
+    plans = []
+    for k in range(len(inner) + 1):
+        for chosen in itertools.combinations(inner, k):
+            bounds = [0, *chosen, ordered[0]]
+            plans.append([(a, b, sum(n > a for n in ordered)) for a, b in itertools.pairwise(bounds)])
+    return plans
+
+
+call_costs = st.one_of(st.just(0.0), st.floats(min_value=0.0, max_value=200.0))
+
+
+@given(lengths=lengths_lists, call_cost=call_costs)
+def test_planned_segments_cover_every_real_step_of_every_row_once(lengths: list[int], call_cost: float) -> None:
+    ordered = sorted(lengths, reverse=True)
+    segments = plan_segments(torch.tensor(ordered), call_cost)
+    assert segments[0][0] == 0 and segments[-1][1] == ordered[0]
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(segments))  # contiguous
+    for start, stop, active in segments:
+        assert start < stop
+        assert active == sum(n > start for n in ordered)  # exactly the rows with tokens left at `start`
+        assert start == 0 or start in ordered  # cuts sit at lengths: the plan never sees the padded width
+
+
+@given(lengths=st.lists(st.integers(1, 12), min_size=1, max_size=7), call_cost=call_costs)
+def test_planned_segments_are_the_cheapest_cut_at_lengths(lengths: list[int], call_cost: float) -> None:
+    ordered = sorted(lengths, reverse=True)
+    best = min(plan_cost(plan, call_cost) for plan in every_plan(ordered))
+    assert plan_cost(plan_segments(ordered, call_cost), call_cost) == pytest.approx(best, rel=1e-12, abs=1e-9)
+
+
+def test_a_bucketed_batch_runs_in_one_piece_and_spread_lengths_in_several() -> None:
+    cost = segment_call_cost([4 * 128 * (128 + 128)])  # the defaults' LSTM: E = H = 128
+    bucketed = [34] * 32 + [33] * 32  # a cut at 33 would skip 32 row-steps, less than one call
+    assert plan_segments(bucketed, cost) == [(0, 34, 64)]
+    spread = list(range(64, 128))  # lengths T/2..T: a quarter of the batch's row-steps are padding
+    assert len(plan_segments(spread, cost)) > 2
+    assert plan_segments([5, 3, 1], 0.0) == [(0, 1, 3), (1, 3, 2), (3, 5, 1)]  # free calls: cut at every length
+
+
+def test_segment_call_cost_is_the_measured_call_in_row_steps() -> None:
+    # 0.35 ms + 2 ns per weight, over 60 ps per weight and row-step: E = H = 128 gives ~77 row-steps.
+    w = 4 * 128 * 256
+    assert segment_call_cost([w]) == pytest.approx((350e-6 + 2e-9 * w) / (60e-12 * w))
+    assert 60 < segment_call_cost([w]) < 90
+    assert segment_call_cost([w, w]) == pytest.approx(segment_call_cost([w]))  # layers add up alike
+    assert segment_call_cost([16 * w]) < segment_call_cost([w]) < segment_call_cost([w // 16])  # big layers cut more
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: segment_call_cost([]), "layer_weights"),
+        (lambda: segment_call_cost([0]), "layer_weights"),
+        (lambda: plan_segments([3, 1], -1.0), "call_cost"),
+        (lambda: plan_segments([3, 1], float("nan")), "call_cost"),
+    ],
+)
+def test_segment_planning_refuses_bad_input_naming_it(call: Callable[[], object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+@pytest.mark.parametrize("kind", sorted(RNNS))
+def test_one_planned_piece_is_exactly_one_call_on_the_whole_batch(kind: str) -> None:
+    torch.manual_seed(0)
+    rnn = RNNS[kind](3, 4, batch_first=True)
+    x = torch.randn(5, 6, 3, generator=gen(1))
+    calls: list[tuple[int, ...]] = []
+
+    def step(piece: torch.Tensor, state: object) -> tuple[torch.Tensor, object]:
+        calls.append(tuple(piece.shape))
+        return rnn(piece, state)
+
+    with torch.no_grad():
+        out = run_in_segments(step, x, [(0, 6, 5)])
+        assert torch.equal(out, rnn(x)[0])
+    assert calls == [(5, 6, 3)]
 
 
 # ---------------------------------------------------------------------------------- recurrent (Gal) dropout loop

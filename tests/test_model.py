@@ -583,3 +583,97 @@ def test_the_models_repr_names_what_its_modules_do_not_show() -> None:
     cfg = ModelConfig(rnn="gru", bidirectional=False, pooling="max", recurrent_p=0.25)
     lines = repr(build_model(cfg, 10, 2)).splitlines()
     assert lines[:2] == ["SequenceClassifier(", "  rnn=gru, bidirectional=False, pooling='max', recurrent_p=0.25"]
+
+
+# ------------------------------------------------------------------------------------------------- time segments
+#
+# The tiny models above are cheap per row-step, so plan_segments runs their batches in one piece. The claims below
+# hold for every plan; they are checked again with segment_call_cost = 0, which cuts at every distinct length.
+
+
+def segmented(model: SequenceClassifier) -> SequenceClassifier:
+    model.segment_call_cost = 0.0  # a cut wherever a row ends: the most pieces any plan makes
+    return model
+
+
+def rnn_calls(model: SequenceClassifier, tokens: Tensor, lengths: Tensor) -> dict[str, list[int]]:
+    """The batch size of every call of each one-direction RNN in one forward pass."""
+    calls: dict[str, list[int]] = {}
+    handles = [
+        module.rnn.register_forward_hook(
+            lambda _m, inputs, _out, name=name: calls.setdefault(name, []).append(inputs[0].shape[0])
+        )
+        for name, module in model.rnns.items()
+    ]
+    try:
+        with torch.no_grad():
+            model(tokens, lengths)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return calls
+
+
+def test_a_bucketed_batch_runs_one_call_per_direction_and_spread_lengths_run_fewer_rows_later() -> None:
+    torch.manual_seed(0)
+    model = SequenceClassifier(ModelConfig(**NO_DROPOUT), V, C).eval()  # the defaults' sizes: E = H = 128
+    bucketed = torch.tensor([34] * 32 + [33] * 32)
+    tokens = torch.randint(1, V, (64, 34), generator=torch.Generator().manual_seed(0))
+    assert rnn_calls(model, tokens, bucketed) == {"l0": [64], "l0_reverse": [64]}
+    spread = torch.arange(64, 128).flip(0)  # lengths T/2..T: a quarter of the row-steps are padding
+    tokens = torch.randint(1, V, (64, 128), generator=torch.Generator().manual_seed(0))
+    calls = rnn_calls(model, tokens, spread)
+    assert calls["l0"] == calls["l0_reverse"] and len(calls["l0"]) > 2
+    assert calls["l0"][0] == 64 and calls["l0"] == sorted(calls["l0"], reverse=True)  # shorter rows drop out
+
+
+@given(shape=model_shapes, batch=batches, extra=st.integers(0, 6), seed=rst.seeds())
+def test_segmented_eval_logits_ignore_more_padding_and_garbage_in_pad_slots(
+    shape: dict, batch: Batch, extra: int, seed: int
+) -> None:
+    model = segmented(model_for(config(**shape), seed % 1000)).eval()
+    padded = pad_more(batch, extra, seed)
+    with torch.no_grad():
+        assert torch.equal(model(padded, batch.lengths), model(batch.tokens, batch.lengths))
+
+
+@given(shape=model_shapes, batch=batches, seed=rst.seeds())
+def test_segmented_model_at_p_zero_equals_packed_torch_rnn_in_the_callers_row_order(
+    shape: dict, batch: Batch, seed: int
+) -> None:
+    model = segmented(model_for(config(**shape), seed % 1000))
+    with torch.no_grad():
+        expected = packed_reference(model, batch.tokens, batch.lengths)
+        for mode in (False, True):
+            torch.testing.assert_close(model.train(mode)(batch.tokens, batch.lengths), expected)
+
+
+@pytest.mark.parametrize("rnn", ["lstm", "gru"])
+@given(batch=batches, seed=rst.seeds())
+def test_segmented_weight_drop_uses_one_mask_per_pass_for_every_segment(rnn: str, batch: Batch, seed: int) -> None:
+    model = segmented(model_for(config(rnn=rnn, weight_p=0.5))).train()
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        logits = model(batch.tokens, batch.lengths)
+    reference = copy.deepcopy(model)
+    torch.manual_seed(seed)  # replay the draws: forward direction first, then the reverse one
+    with torch.no_grad():
+        for name in ("l0", "l0_reverse"):
+            w_hh = reference.rnns[name].rnn.weight_hh_l0
+            w_hh.mul_(dropout_mask(w_hh.shape, 0.5, like=w_hh))
+        expected = packed_reference(reference, batch.tokens, batch.lengths)
+    torch.testing.assert_close(logits, expected)
+
+
+@given(cfg=rst.model_configs(max_dim=6), batch=batches, extra=st.integers(0, 4), seed=rst.seeds())
+def test_segmented_train_mode_is_padding_invariant_at_a_fixed_seed(
+    cfg: ModelConfig, batch: Batch, extra: int, seed: int
+) -> None:
+    model = segmented(SequenceClassifier(cfg, V, C)).train()
+    padded = pad_more(batch, extra, seed)
+    with torch.no_grad():
+        torch.manual_seed(seed)
+        original = model(batch.tokens, batch.lengths)
+        torch.manual_seed(seed)
+        longer = model(padded, batch.lengths)
+    torch.testing.assert_close(longer, original)
