@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from rnnreg.config import DataConfig, Experiment, ModelConfig, TrainConfig
-from rnnreg.data import PAD_ID, Batch, DatasetUnavailableError
+from rnnreg.data import PAD_ID, Batch, DatasetUnavailableError, batch_indices, collate
 from rnnreg.fit import Prepared, fit, prepare
 from rnnreg.layers import gather_last, rnn_supports_autocast, run_rnn
 from rnnreg.model import build_model
@@ -278,6 +278,7 @@ def make_batch(batch_size: int, seq_len: int, vocab_size: int, *, seed: int = 0,
 
 
 MODELS = ("floor", "regularized", "unregularized", "notebook_packed")
+MAIN_MODEL = "rnnreg_train"  # the main job's rows: the model `rnnreg train` builds with the default config
 
 
 def build(name: str, vocab_size: int, embed_dim: int, hidden_dim: int, seed: int = 0) -> nn.Module:
@@ -290,6 +291,17 @@ def build(name: str, vocab_size: int, embed_dim: int, hidden_dim: int, seed: int
     arch = "notebook" if name == "notebook_packed" else "awd"
     cfg = model_config(embed_dim, hidden_dim, regularized=name == "regularized", arch=arch)
     return build_model(cfg, vocab_size, NUM_CLASSES)
+
+
+def build_main(name: str, vocab_size: int, seed: int = 0) -> nn.Module:
+    """The main job's model (``MAIN_MODEL``: ``build_model(ModelConfig())``) or the floor at its sizes."""
+    torch.manual_seed(seed)
+    defaults = ModelConfig()
+    if name == "floor":
+        return PaddedLSTM(vocab_size, defaults.embed_dim, defaults.hidden_dim)
+    if name != MAIN_MODEL:
+        raise ValueError(f"unknown main-job model {name!r}; choose floor or {MAIN_MODEL}")
+    return build_model(defaults, vocab_size, NUM_CLASSES)
 
 
 def low_precision_report(model: nn.Module, batch: Batch, precision: str) -> tuple[list[str], str]:
@@ -333,12 +345,14 @@ class StepCase:
         self.optimizer = make_optimizer(self.model, self.cfg)
         self.scaler = make_scaler(self.batch.tokens.device.type, self.cfg.amp)
 
-    def step(self) -> tuple[float, float]:
-        """One ``train_step``; its (wall, process CPU) time in seconds, the device synchronized on both sides."""
-        device = self.batch.tokens.device.type
+    def step(self, batch: Batch | None = None) -> tuple[float, float]:
+        """One ``train_step`` on ``batch`` (default: the case's own); its (wall, process CPU) time in seconds, the
+        device synchronized on both sides."""
+        batch = self.batch if batch is None else batch
+        device = batch.tokens.device.type
         _sync(device)
         t0, c0 = time.perf_counter(), time.process_time()
-        stats = train_step(self.model, self.batch, self.optimizer, self.scaler, self.cfg)
+        stats = train_step(self.model, batch, self.optimizer, self.scaler, self.cfg)
         _sync(device)
         seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
         if not math.isfinite(stats.loss):
@@ -372,6 +386,29 @@ def time_round_robin(cases: Sequence[StepCase], repeats: int, warmup: int, seed:
             wall, cpu = case.step()
             case.times.append(wall)
             case.cpu_times.append(cpu)
+
+
+def time_epochs_round_robin(cases: Sequence[StepCase], batches: Sequence[Batch], epochs: int, seed: int = 0) -> None:
+    """Time ``epochs`` passes of every case over the same ``batches``, after one untimed pass each.
+
+    Round-robin by step: each batch is stepped by every case (in a seeded shuffled order) before the next, so a
+    machine that gets busier slows all cases alike. A case's epoch time is the sum of its step times; each epoch
+    appends one entry to ``times`` and ``cpu_times``. The untimed pass creates the kernels of every batch shape.
+    """
+    rng = random.Random(seed)
+    order = list(cases)
+    for epoch in range(epochs + 1):
+        totals = {id(case): [0.0, 0.0] for case in cases}
+        for batch in batches:
+            rng.shuffle(order)
+            for case in order:
+                wall, cpu = case.step(batch)
+                totals[id(case)][0] += wall
+                totals[id(case)][1] += cpu
+        if epoch > 0:
+            for case in cases:
+                case.times.append(totals[id(case)][0])
+                case.cpu_times.append(totals[id(case)][1])
 
 
 # ----------------------------------------------------------------------------------------------------- records
@@ -440,6 +477,41 @@ def case_record(case: StepCase, group: str, dims: tuple[int, int, int], peaks: d
         cpu_ms=statistics.median(case.cpu_times) * 1e3,
         repeats=len(case.times),
         tokens_per_s=sum(lengths) / median,
+        gflop=flops / 1e9,
+        gflops_per_s=rate,
+        peak_fraction=rate / peak if peak else None,
+        skipped_steps=case.skipped,
+    )
+
+
+def epoch_record(case: StepCase, group: str, batches: Sequence[Batch], peaks: dict[str, float | None]) -> Record:
+    """The Record of a case timed over whole epochs of ``batches`` (:func:`time_epochs_round_robin`)."""
+    defaults = ModelConfig()
+    low, rnn_dtype = low_precision_report(case.model, batches[0], case.precision)
+    ran = case.precision if low else "fp32"
+    q1, median, q3 = _quartiles(case.times)
+    lengths = [b.lengths.tolist() for b in batches]
+    tokens = sum(sum(n) for n in lengths)
+    flops = sum(step_flops(n, defaults.embed_dim, defaults.hidden_dim) for n in lengths)
+    rate = flops / median / 1e9
+    peak = peaks.get(ran)
+    return Record(
+        name=case.name,
+        group=group,
+        device=batches[0].tokens.device.type,
+        precision=ran,
+        asked=case.precision,
+        rnn_dtype=rnn_dtype,
+        low_precision=low,
+        batch_size=max(len(n) for n in lengths),
+        seq_len=max(max(n) for n in lengths),
+        tokens=tokens,
+        median_ms=median * 1e3,
+        q1_ms=q1 * 1e3,
+        q3_ms=q3 * 1e3,
+        cpu_ms=statistics.median(case.cpu_times) * 1e3,
+        repeats=len(case.times),
+        tokens_per_s=tokens / median,
         gflop=flops / 1e9,
         gflops_per_s=rate,
         peak_fraction=rate / peak if peak else None,
@@ -577,6 +649,48 @@ def _step_group(
     return [case_record(c, group, cfg.dims, peaks) for c in cases]
 
 
+def main_precisions(device: str, hardware: Hardware) -> tuple[str, ...]:
+    """The main job's precisions: fp32, and bf16 on a CPU only where the LSTM really runs bf16 kernels (probed)."""
+    if device != "cpu":
+        return PRECISIONS[device]
+    return ("fp32", "bf16") if hardware.lstm_bf16 else ("fp32",)
+
+
+def _main_cases(cfg: BenchConfig, work: Workload, precisions: Sequence[str], batch: Batch) -> list[StepCase]:
+    """The floor and the default model, each in every precision, with the main job's TrainConfig."""
+    return [
+        StepCase(
+            name,
+            precision,
+            build_main(name, work.vocab_size).to(cfg.device),
+            batch,
+            dataclasses.replace(TrainConfig(), amp=AMP[precision], device=cfg.device),
+        )
+        for precision in precisions
+        for name in ("floor", MAIN_MODEL)
+    ]
+
+
+def _main_step_rows(
+    cfg: BenchConfig, work: Workload, precisions: Sequence[str], peaks: dict[str, float | None]
+) -> list[Record]:
+    """One train_step at the main job's shape: the floor and the default model on the p90 bucketed batch."""
+    cases = _main_cases(cfg, work, precisions, work.batch.to(cfg.device))
+    time_round_robin(cases, cfg.repeats, cfg.warmup)
+    dims = (work.vocab_size, ModelConfig().embed_dim, ModelConfig().hidden_dim)
+    return [case_record(c, "main", dims, peaks) for c in cases]
+
+
+def _main_epoch_rows(
+    cfg: BenchConfig, work: Workload, precisions: Sequence[str], peaks: dict[str, float | None]
+) -> list[Record]:
+    """One epoch of the main job's bucketed batches, the floor and the default model on the very same batches."""
+    batches = [b.to(cfg.device) for b in work.epoch]
+    cases = _main_cases(cfg, work, precisions, batches[0])
+    time_epochs_round_robin(cases, batches, max(1, cfg.epoch_repeats))
+    return [epoch_record(c, "mainep", batches, peaks) for c in cases]
+
+
 def epoch_data(source: str, limit: int | None = None) -> Prepared:
     """The data of the epoch rows: ``source`` prepared as ``rnnreg train`` does, training split only.
 
@@ -586,6 +700,47 @@ def epoch_data(source: str, limit: int | None = None) -> Prepared:
     data = prepare(DataConfig(source=source))
     train = data.train[:limit] if limit else data.train
     return Prepared(data.corpus, data.vocab, train, [], [])
+
+
+@dataclass(frozen=True)
+class Workload:
+    """The main job's own work on one data set: bucketed batches of ``rnnreg train``'s default batch size."""
+
+    source: str
+    vocab_size: int
+    p90: int  # 90th percentile of the training texts' lengths
+    batch: Batch  # one batch of the epoch whose longest text is the p90 length (the nearest above, else below)
+    epoch: list[Batch]  # one epoch of length-bucketed, shuffled batches, as fit draws them (fixed seed)
+
+    @property
+    def tokens(self) -> int:
+        return sum(int(b.lengths.sum()) for b in self.epoch)
+
+    def describe(self) -> str:
+        lengths = self.batch.lengths
+        return (
+            f"main job: {self.source}, {len(self.epoch)} bucketed batches of {TrainConfig().batch_size} "
+            f"({self.tokens:,} tokens); the step row's batch: B={len(lengths)}, lengths "
+            f"{int(lengths.min())}..{int(lengths.max())} (p90 of the texts: {self.p90}); vocab {self.vocab_size:,}, "
+            f"the default model (embed {ModelConfig().embed_dim}, hidden {ModelConfig().hidden_dim}, BiLSTM)"
+        )
+
+
+def main_workload(data: Prepared, source: str, seed: int = 0) -> Workload:
+    """``data``'s training split batched as ``rnnreg train`` batches it (length bucketing, shuffled, seeded)."""
+    lengths = [len(ids) for ids, _ in data.train]
+    if not lengths:
+        raise ValueError(f"{source} has no training texts to time")
+    p90 = sorted(lengths)[min(len(lengths) - 1, (9 * len(lengths)) // 10)]
+    size = TrainConfig().batch_size
+    order = batch_indices(lengths, size, shuffle=True, bucket=True, generator=torch.Generator().manual_seed(seed))
+    epoch = [collate([data.train[i] for i in idx]) for idx in order]
+    full = [b for b in epoch if len(b) == max(len(x) for x in epoch)]  # not the short last batch
+    longest = [int(b.lengths.max()) for b in full]
+    above = [t for t in longest if t >= p90]
+    target = min(above) if above else max(longest)
+    batch = full[longest.index(target)]
+    return Workload(source, len(data.vocab), p90, batch, epoch)
 
 
 def train_one_epoch(data: Prepared, cfg: BenchConfig, *, bucket: bool, seed: int = 0) -> tuple[float, float]:
@@ -662,7 +817,9 @@ def run(
 
     Groups: ``step`` (the floor, the regularized and the unregularized model in every precision of the device,
     the notebook's packed model in fp32), ``length`` and ``batch`` (the floor and the regularized model over
-    :func:`growth_points` of T and B), ``epoch`` (one epoch of ``fit`` with and without length bucketing).
+    :func:`growth_points` of T and B), ``main`` (one step of the default model and of the floor at its sizes on
+    the epoch data's p90 bucketed batch), ``mainep`` (one epoch of those two on the very same bucketed batches,
+    fp32 and bf16 where native), ``epoch`` (one epoch of ``fit`` with and without length bucketing).
     """
     peaks: dict[str, float | None] = {}
     if cfg.device == "cpu":
@@ -685,9 +842,18 @@ def run(
         try:
             data = epoch_data(cfg.epoch_data, cfg.epoch_texts)
         except DatasetUnavailableError as e:
-            note(f"epoch rows skipped: {cfg.epoch_data} is not available ({e})")
+            note(f"epoch and main-job rows skipped: {cfg.epoch_data} is not available ({e})")
         else:
-            groups.append(("epoch", lambda: _epoch_rows(cfg, data, note)))
+            work = main_workload(data, cfg.epoch_data)
+            precisions = main_precisions(cfg.device, hardware)
+            note(work.describe())
+            if "bf16" not in precisions:
+                note("main-job rows in fp32 only: the LSTM runs no bf16 kernel on this CPU (bf16 is not native)")
+            groups += [
+                ("main", lambda: _main_step_rows(cfg, work, precisions, peaks)),
+                ("mainep", lambda: _main_epoch_rows(cfg, work, precisions, peaks)),
+                ("epoch", lambda: _epoch_rows(cfg, data, note)),
+            ]
     records: list[Record] = []
     with torch_threads(cfg.threads):
         for _group, measure in groups:
@@ -740,39 +906,81 @@ Timed = dict[tuple[str, str], tuple[float, float | None]]  # (name, precision as
 
 
 def goals(records: Sequence[Record]) -> list[Goal]:
-    """The issue's speed goals from this run's ``step`` and ``epoch`` rows (see :func:`goals_from`)."""
-    step = {(r.name, r.asked): (r.median_ms, r.cpu_ms) for r in records if r.group == "step"}
-    epoch = {(r.name, r.asked): (r.median_ms, r.cpu_ms) for r in records if r.group == "epoch"}
-    return goals_from(step, epoch)
+    """The issue's speed goals from this run's rows (see :func:`goals_from`)."""
+
+    def timed(*groups: str) -> Timed:
+        return {(r.name, r.asked): (r.median_ms, r.cpu_ms) for r in records if r.group in groups}
+
+    shapes = sorted({(r.group, r.batch_size, r.seq_len) for r in records if r.group in ("length", "batch")})
+    sweeps = [
+        {(r.name, r.asked): (r.median_ms, r.cpu_ms) for r in records if (r.group, r.batch_size, r.seq_len) == shape}
+        for shape in shapes
+    ]
+    return goals_from(timed("step"), timed("epoch"), main=timed("main"), main_epoch=timed("mainep"), sweeps=sweeps)
 
 
-def goals_from(step: Timed, epoch: Timed) -> list[Goal]:
+def _ratio(rows: Timed, a: tuple[str, str], b: tuple[str, str]) -> tuple[float | None, float | None]:
+    """(wall, CPU) time of row ``a`` over row ``b``; None where a row or a CPU time is missing."""
+    if a not in rows or b not in rows:
+        return None, None
+    (wall_a, cpu_a), (wall_b, cpu_b) = rows[a], rows[b]
+    return wall_a / wall_b, cpu_a / cpu_b if cpu_a and cpu_b else None
+
+
+def _mixed_precision_gap(rows: Timed, name: str, precision: str) -> list[float | None] | None:
+    """``name``'s precision/fp32 ratio minus the floor's, from wall and CPU times; None without the rows."""
+    model = _ratio(rows, (name, precision), (name, "fp32"))
+    floor = _ratio(rows, ("floor", precision), ("floor", "fp32"))
+    if model[0] is None or floor[0] is None:
+        return None
+    return [a - b if a is not None and b is not None else None for a, b in zip(model, floor, strict=True)]
+
+
+def goals_from(
+    step: Timed,
+    epoch: Timed,
+    *,
+    main: Timed | None = None,
+    main_epoch: Timed | None = None,
+    sweeps: Sequence[Timed] = (),
+) -> list[Goal]:
     """The speed goals, each a ratio of two timings of one run (never across runs), from wall and CPU times.
 
+    ``step`` and ``epoch``: the goals' shape and the bucketing epochs; ``main`` and ``main_epoch``: the main job's
+    step and epoch (the default model against the floor, :data:`MAIN_MODEL`); ``sweeps``: one ``Timed`` per shape
+    of the length and batch sweeps, of which the worst regularized / floor ratio counts.
     "Length bucketing >= 30 % faster per epoch" is read as a speed-up: random-batching time / bucketed time
     >= 1.30 (an epoch in <= 0.77 of the time).
     """
-
-    def ratio(rows: Timed, a: tuple[str, str], b: tuple[str, str]) -> tuple[float | None, float | None]:
-        if a not in rows or b not in rows:
-            return None, None
-        (wall_a, cpu_a), (wall_b, cpu_b) = rows[a], rows[b]
-        return wall_a / wall_b, cpu_a / cpu_b if cpu_a and cpu_b else None
-
+    main, main_epoch = main or {}, main_epoch or {}
     out = []
     for precision in [p for p in AMP if ("floor", p) in step]:
-        wall, cpu = ratio(step, ("regularized", precision), ("floor", precision))
+        wall, cpu = _ratio(step, ("regularized", precision), ("floor", precision))
         out.append(Goal(f"regularized step / kernel floor, {precision}", 0.85, "<=", wall, cpu))
     for precision in ("bf16", "fp16"):
-        reg = ratio(step, ("regularized", precision), ("regularized", "fp32"))
-        floor = ratio(step, ("floor", precision), ("floor", "fp32"))
-        if reg[0] is not None and floor[0] is not None:
-            diffs = [a - b if a is not None and b is not None else None for a, b in zip(reg, floor, strict=True)]
-            out.append(Goal(f"{precision}/fp32 ratio: regularized minus floor", 0.05, "|x|<=", *diffs))
-    wall, cpu = ratio(step, ("regularized", "fp32"), ("unregularized", "fp32"))
+        gap = _mixed_precision_gap(step, "regularized", precision)
+        if gap is not None:
+            out.append(Goal(f"{precision}/fp32 ratio: regularized minus floor", 0.05, "|x|<=", *gap))
+    wall, cpu = _ratio(step, ("regularized", "fp32"), ("unregularized", "fp32"))
     out.append(Goal("regularization overhead (all *_p > 0 / all 0), fp32", 1.05, "<=", wall, cpu))
-    wall, cpu = ratio(epoch, ("epoch_random", "fp32"), ("epoch_bucketed", "fp32"))
+    wall, cpu = _ratio(epoch, ("epoch_random", "fp32"), ("epoch_bucketed", "fp32"))
     out.append(Goal("epoch speed-up of length bucketing (random / bucketed)", 1.30, ">=", wall, cpu))
+    for precision in [p for p in AMP if ("floor", p) in main] or ["fp32"]:
+        wall, cpu = _ratio(main, (MAIN_MODEL, precision), ("floor", precision))
+        out.append(Goal(f"main job step (defaults, p90 bucketed batch) / floor, {precision}", 1.0, "<=", wall, cpu))
+    for precision in [p for p in AMP if ("floor", p) in main_epoch] or ["fp32"]:
+        wall, cpu = _ratio(main_epoch, (MAIN_MODEL, precision), ("floor", precision))
+        out.append(Goal(f"main job epoch (same bucketed batches) / floor, {precision}", 1.0, "<=", wall, cpu))
+    for precision in ("bf16", "fp16"):
+        gap = _mixed_precision_gap(main_epoch, MAIN_MODEL, precision)
+        if gap is not None:
+            out.append(Goal(f"{precision}/fp32 ratio, main job epoch: rnnreg minus floor", 0.05, "|x|<=", *gap))
+    for precision in [p for p in AMP if any(("floor", p) in rows for rows in sweeps)] or ["fp32"]:
+        pairs = [_ratio(rows, ("regularized", precision), ("floor", precision)) for rows in sweeps]
+        walls = [w for w, _ in pairs if w is not None]
+        cpus = [c for _, c in pairs if c is not None]
+        worst = (max(walls) if walls else None, max(cpus) if cpus else None)
+        out.append(Goal(f"worst regularized / floor over the length and batch sweeps, {precision}", 1.0, "<=", *worst))
     return out
 
 
