@@ -55,7 +55,7 @@ class NoisyEmbedding(ref.AWDEmbeddingDropout):
     ("build", "match"),
     [
         (EvalDroppingEmbedding, "two eval passes under different seeds differ" + CAUSE + "training=True"),
-        (CachedEmbeddingMask, "two train-mode calls applied the same mask" + CAUSE + "cached"),
+        (CachedEmbeddingMask, r"\d+ train-mode calls applied the same mask" + CAUSE + "cached"),
         (NoisyEmbedding, r"values \[1\.7" + CAUSE + "does more than mask"),
     ],
     ids=lambda v: getattr(v, "__name__", ""),
@@ -138,8 +138,8 @@ def test_weight_drop_with_p_as_keep_probability_is_caught() -> None:
 
 def test_weight_drop_reports_every_rate_and_the_number_of_passes() -> None:
     passed = regularizers.check_weight_drop(fresh(functools.partial(ref.FunctionalWeightDrop, 0.3)), p=0.3)
-    # GRU(5, 4): weight_hh is 12 x 4 = 48 entries, so ceil(500 / 48) = 11 passes.
-    assert "over 11 passes for p=0.3" in passed.detail
+    # GRU(5, 4): weight_hh is 12 x 4 = 48 entries, so ~50 expected drops take ceil(50 / (0.3 * 48)) = 4 passes.
+    assert "over 4 passes for p=0.3" in passed.detail
     assert passed.detail.count("rnn.weight_hh") == 4
 
 

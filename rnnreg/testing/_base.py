@@ -7,8 +7,11 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
+import sysconfig
+import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NoReturn
 
 import torch
@@ -41,6 +44,15 @@ class InvariantViolation(AssertionError):
 
 class CheckCouldNotRun(RuntimeError):
     """torch could not run what the check needs on this machine (e.g. no bf16 kernel for an op): no verdict."""
+
+
+class NotEnoughEvidence(CheckCouldNotRun):
+    """The check's probe budget cannot tell a correct layer from a broken one at this p: no verdict, not a failure.
+
+    Raised by the statistical layer checks when, at the largest budget they allow, the masks they would observe hold
+    fewer than 50 expected drops (or keeps): a rate test could then neither exclude "nothing dropped" nor stay below
+    a 1% false-alarm rate. Check the same code at a larger p.
+    """
 
 
 class CheckNotApplicable(Exception):
@@ -148,3 +160,22 @@ def _as_float(value: object) -> float | None:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     return None
+
+
+_NOT_USER_CODE = tuple(
+    str(Path(d).resolve())
+    for d in (Path(torch.__file__).parent, Path(__file__).parent, sysconfig.get_paths()["stdlib"])
+)
+
+
+def _user_line(e: BaseException) -> str | None:
+    """Where the user's code raised ``e``: ``file:line (function): source`` of the deepest traceback frame outside
+    torch, rnnreg.testing and the standard library; None when every frame is theirs (torch raised on its own)."""
+    for frame in reversed(traceback.extract_tb(e.__traceback__)):
+        if not str(Path(frame.filename).resolve()).startswith(_NOT_USER_CODE):
+            return f"{frame.filename}:{frame.lineno} ({frame.name}): {(frame.line or '').strip()}"
+    return None
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).splitlines()[0] if str(e) else type(e).__name__

@@ -21,7 +21,15 @@ own randomness from fixed internal seeds, so a result is reproducible.
 Tolerances are ``torch.testing.assert_close``'s defaults for the logits' dtype unless a docstring says otherwise.
 """
 
-from rnnreg.testing._base import Call, CheckCouldNotRun, CheckNotApplicable, CheckPassed, InvariantViolation, Model
+from rnnreg.testing._base import (
+    Call,
+    CheckCouldNotRun,
+    CheckNotApplicable,
+    CheckPassed,
+    InvariantViolation,
+    Model,
+    NotEnoughEvidence,
+)
 from rnnreg.testing.layer_checks import check_embedding_dropout, check_locked_dropout, check_weight_drop
 from rnnreg.testing.loss_checks import check_label_smoothing
 from rnnreg.testing.model_checks import (
@@ -42,6 +50,7 @@ __all__ = [
     "CheckPassed",
     "InvariantViolation",
     "Model",
+    "NotEnoughEvidence",
     "TrainStep",
     "check_amp_clipping",
     "check_amp_parity",
