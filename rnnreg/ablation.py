@@ -25,7 +25,7 @@ from rnnreg.data import Corpus, stratified_split
 
 PRESETS = ("default", "notebook", "full", "none")
 LINEAR = "linear reference"
-RECORD_VERSION = 1
+RECORD_VERSION = 2  # 2: runs carry truncated, mechanisms and inert
 
 # The regularizers the presets switch, each as its fields and the value that switches it off.
 TRICKS: dict[str, dict[str, object]] = {
@@ -294,6 +294,7 @@ def _run_rnn(experiment: Experiment, corpus: Corpus, seed: int) -> dict[str, Any
     import torch
 
     from rnnreg.fit import fit, predict, prepare
+    from rnnreg.mechanisms import inert
 
     data = prepare(experiment.data, corpus=corpus)
     result = fit(experiment, data, seed)
@@ -302,6 +303,9 @@ def _run_rnn(experiment: Experiment, corpus: Corpus, seed: int) -> dict[str, Any
     out: dict[str, Any] = {
         "best_epoch": h.best_epoch,
         "epochs_run": len(h.epochs),
+        "truncated": h.truncated,  # cut at train.epochs while validation was still improving
+        "mechanisms": result.mechanisms,
+        "inert": inert(result.mechanisms, experiment),
         "train_loss": h.epochs[-1].train_loss if h.epochs else math.nan,
         "skipped_steps": h.skipped_steps,
         "amp": h.amp,

@@ -14,9 +14,9 @@ import sys
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from rnnreg.config import Experiment, apply_overrides, valid_keys
+from rnnreg.config import Experiment, TrainConfig, apply_overrides, valid_keys
 
 if TYPE_CHECKING:
     from rnnreg.fit import EpochRecord
@@ -71,7 +71,14 @@ def _parser() -> argparse.ArgumentParser:
         help="a variant of your own: a name, then --set style overrides of the regularized settings; repeatable",
     )
     p.add_argument("--seeds", type=int, default=5, help="paired seeds per variant (default: 5; verdicts need 3)")
-    p.add_argument("--epochs", type=int, help=f"epochs per run (default: {ABLATE_EPOCHS}; the notebook preset: 10)")
+    p.add_argument(
+        "--max-epochs",
+        "--epochs",
+        dest="epochs",
+        type=int,
+        help=f"cap on epochs per run (train.epochs, default {TrainConfig.epochs}); a run stops earlier once validation "
+        f"macro-F1 has not improved for train.patience ({TrainConfig.patience}) epochs",
+    )
     p.add_argument("--workers", type=int, help="parallel runs (default: one per core)")
     p.add_argument("--threads", type=int, help="torch threads per worker (default: cores / workers)")
     p.add_argument("--executor", default="process", help="process (default) or ray")
@@ -79,7 +86,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="output folder (default: runs/ablate-<data>)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE", help="override a setting")
     p.add_argument("--fixed-split", action="store_true", help="keep one train/validation split for every seed")
-    p.add_argument("--metric", help="test_acc (default), test_f1, val_acc or val_f1 (val_acc without a test split)")
+    p.add_argument(
+        "--metric",
+        help="test_acc (default), test_f1, val_acc, val_f1, or a mechanism: val_ece, val_nll (lower is better); "
+        "val_acc without a test split",
+    )
     p.add_argument(
         "--min-effect",
         type=float,
@@ -90,7 +101,13 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train one model; writes model.pt, last.pt and metrics.json to --out")
     _add_data_args(p)
-    p.add_argument("--epochs", type=int, help="training epochs (train.epochs)")
+    p.add_argument(
+        "--max-epochs",
+        "--epochs",
+        dest="epochs",
+        type=int,
+        help=f"cap on training epochs (train.epochs, default {TrainConfig.epochs}); stops earlier by train.patience",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed for initialisation, dropout and batch order")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE", help="override a setting")
     p.add_argument("--out", type=Path, help="output folder (default: runs/<dataset>-seed<seed>)")
@@ -187,9 +204,6 @@ def _cmd_notebook(args: argparse.Namespace) -> int:
     return 0
 
 
-ABLATE_EPOCHS = 3  # per run of `rnnreg ablate`: 6 variants x 5 seeds on movies fit in 10 minutes on 2 cores
-
-
 def _cmd_ablate(args: argparse.Namespace) -> int:
     from rnnreg import report as rep
     from rnnreg.ablation import build_plan, data_fingerprint, tasks_for
@@ -200,8 +214,8 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
     if args.seeds < 1:
         return _fail(f"--seeds must be >= 1 (got {args.seeds}); e.g. --seeds 5 (verdicts need at least 3)")
     if args.epochs is not None and args.epochs < 1:
-        return _fail(f"--epochs must be >= 1 (got {args.epochs}); e.g. --epochs {ABLATE_EPOCHS}")
-    sets = [f"train.epochs={args.epochs or ABLATE_EPOCHS}", *_data_overrides(args), *args.set]
+        return _fail(f"--max-epochs must be >= 1 (got {args.epochs}); e.g. --max-epochs {TrainConfig.epochs}")
+    sets = [*_data_overrides(args), *args.set]
     base = apply_overrides(Experiment(), sets)
     plan = build_plan(
         args.preset, base, args.variant, seeds=args.seeds, fixed_split=args.fixed_split, epochs=args.epochs
@@ -266,6 +280,23 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
     return 1 if any(r["status"] == "failed" for r in result.failed) else 0
 
 
+def _format_mechanisms(m: dict[str, Any]) -> str:
+    """One line: what each trick did in this run (rnnreg.mechanisms)."""
+
+    def pct(x: float | None) -> str:
+        return "-" if x is None else f"{x:.1%}"
+
+    def num(x: float | None) -> str:
+        return "-" if x is None else f"{x:.3f}"
+
+    return (
+        f"mechanisms: clipping acted on {pct(m['clip_rate'])} of steps (|grad| median {num(m['grad_norm_median'])}, "
+        f"p90 {num(m['grad_norm_p90'])}); decay shrank weights by {pct(m['decay_shrink'])}; dropout: loss gap "
+        f"{num(m['dropout_loss_gap'])} nats, accuracy gap train - val {num(m['gen_gap'])}; val ECE "
+        f"{num(m['val_ece'])}, mean max p {num(m['val_mean_max_prob'])}, NLL {num(m['val_nll'])}"
+    )
+
+
 def _format_epoch(record: EpochRecord, epochs: int) -> str:
     line = (
         f"epoch {record.epoch:>3}/{epochs}  train loss {record.train_loss:.4f}  acc {record.train_acc:.3f}"
@@ -314,11 +345,12 @@ def _resume_command(argv: Sequence[str], out_dir: Path) -> str:
 def _cmd_train(args: argparse.Namespace) -> int:
     from rnnreg.fit import TrainingDiverged, fit, prepare, read_checkpoint
     from rnnreg.fsio import OutputLock, remove_temp_files
+    from rnnreg.mechanisms import inert
 
     sets = _data_overrides(args) + list(args.set)
     if args.epochs is not None:
         if args.epochs < 1:
-            return _fail(f"--epochs must be >= 1 (got {args.epochs}); e.g. --epochs 10")
+            return _fail(f"--max-epochs must be >= 1 (got {args.epochs}); e.g. --max-epochs {TrainConfig.epochs}")
         sets.append(f"train.epochs={args.epochs}")
     experiment = apply_overrides(Experiment(), sets)
     out_dir = args.out or Path("runs") / f"{Path(experiment.data.source).stem}-seed{args.seed}"
@@ -369,6 +401,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
         ran = ", ".join(h.low_precision) or "nothing"
         print(f"amp: asked {t.amp}, ran {h.amp} (low precision in: {ran})")
     print(f"best epoch {h.best_epoch}: val macro-F1 {h.best_val_f1:.4f}; skipped steps {h.skipped_steps}")
+    if h.truncated:
+        print(
+            f"warning: cut before convergence: validation was still improving at epoch {len(h.epochs)} of "
+            f"{t.epochs}; raise --max-epochs",
+            file=sys.stderr,
+        )
+    elif h.stopped_early:
+        print(f"stopped: no better validation macro-F1 for {t.patience} epochs (converged)")
+    print(_format_mechanisms(result.mechanisms))
+    for reason in inert(result.mechanisms, experiment).values():
+        print(f"inert at these settings: {reason}")
     if result.test is not None:
         print(f"test: accuracy {result.test.accuracy:.4f}, macro-F1 {result.test.macro_f1:.4f} (n={result.test.n})")
     print(f"wrote {out_dir / 'model.pt'}, {out_dir / 'last.pt'}, {out_dir / 'metrics.json'}")

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from sklearn.metrics import f1_score
 from torch import Tensor, nn
 
-from rnnreg import fsio
+from rnnreg import fsio, mechanisms
 from rnnreg.config import DataConfig, Experiment, TrainConfig
 from rnnreg.data import Corpus, Vocab, build_vocab, encode, iterate_batches, load_corpus
 from rnnreg.model import build_model
@@ -92,9 +92,12 @@ class History:
     epochs: list[EpochRecord] = field(default_factory=list)
     best_epoch: int = 0
     best_val_f1: float = -math.inf
-    stopped_early: bool = False
+    stopped_early: bool = False  # validation stopped improving for train.patience epochs
+    truncated: bool = False  # ended at train.epochs while still improving (best epoch within the last patience)
     amp: str = "off"  # what actually ran: 'off' when autocast reached no module, whatever was asked
     low_precision: list[str] = field(default_factory=list)
+    grad_norms: list[float] = field(default_factory=list)  # pre-clip norm of every step taken, for the clip rate
+    decay_log_shrink: float | None = None  # sum of log(1 - lr*wd) over steps taken; None for coupled L2
 
     @property
     def skipped_steps(self) -> int:
@@ -116,6 +119,7 @@ class FitResult:
     model: nn.Module
     history: History
     test: Metrics | None = None
+    mechanisms: dict[str, Any] = field(default_factory=dict)  # what each trick did (see rnnreg.mechanisms)
 
 
 @torch.no_grad()
@@ -359,7 +363,8 @@ def fit(
     optimizer = make_optimizer(model, tc)
     scaler = make_scaler(device.type, tc.amp)
     batch_gen = torch.Generator().manual_seed(seed)
-    history = History()
+    coupled = mechanisms.decay_step_log_factor(optimizer) is None  # Adam/SGD: L2 joins the gradient, no shrink
+    history = History(decay_log_shrink=None if coupled else 0.0)
     best_state = copy.deepcopy(model.state_dict())
     start, skip_streak = 0, 0
     # The epoch count and the divergence limit may change on resume; anything else would not continue the same run.
@@ -412,6 +417,8 @@ def fit(
             if not stats.skipped:
                 losses.append(stats.loss)
                 norms.append(stats.grad_norm)
+                if history.decay_log_shrink is not None:
+                    history.decay_log_shrink += mechanisms.decay_step_log_factor(optimizer) or 0.0
             correct += int((stats.logits.argmax(1) == batch.labels).sum())
             seen += len(batch)
 
@@ -427,13 +434,13 @@ def fit(
             seconds=time.perf_counter() - t0,
         )
         history.epochs.append(record)
+        history.grad_norms.extend(norms)
         # Without a validation split the lowest training loss stands in for the best macro-F1.
         score = val.macro_f1 if val is not None else -record.train_loss
         if score > history.best_val_f1:
             history.best_epoch, history.best_val_f1 = epoch, score
             best_state = copy.deepcopy(model.state_dict())
-        if tc.patience and epoch - history.best_epoch >= tc.patience:
-            history.stopped_early = True
+        history.stopped_early, history.truncated = mechanisms.stopping(epoch, history.best_epoch, tc.patience)
         if last_path is not None:
             state = _training_state(
                 epoch, model, optimizer, scaler, batch_gen, history, best_state, seed, task, skip_streak
@@ -448,8 +455,70 @@ def fit(
     model.load_state_dict(best_state)
     model.eval()
     test = evaluate(model, data.test, batch_size=tc.eval_batch_size, amp=history.amp) if data.test else None
+    measured = measure_mechanisms(model, data, history, experiment, seed)
     if out_dir is not None:
         save_model(out_dir / "model.pt", model, experiment, data, history)
-        metrics = {"seed": seed, "history": history.to_dict(), "test": asdict(test) if test else None}
+        metrics = {
+            "seed": seed,
+            "history": history.to_dict(),
+            "test": asdict(test) if test else None,
+            "mechanisms": measured,
+            "inert": mechanisms.inert(measured, experiment),
+        }
         fsio.atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    return FitResult(model, history, test)
+    return FitResult(model, history, test, measured)
+
+
+GAP_SAMPLE = 1024  # training examples on which the dropout gap is measured (fewer when the split is smaller)
+
+
+@torch.no_grad()
+def measure_mechanisms(
+    model: nn.Module, data: Prepared, history: History, experiment: Experiment, seed: int
+) -> dict[str, Any]:
+    """What each trick did in this run, on the weights ``model`` holds now (see :mod:`rnnreg.mechanisms`).
+
+    The dropout gap is measured on a fixed, seeded sample of at most ``GAP_SAMPLE`` training examples; the
+    train-mode pass draws its masks from a forked generator seeded with ``seed``, so the run's stream is untouched.
+    """
+    tc = experiment.train
+    median, p90 = mechanisms.norm_quantiles(history.grad_norms)
+    shrink = None if history.decay_log_shrink is None else -math.expm1(history.decay_log_shrink)
+    out: dict[str, Any] = {
+        "clip_rate": mechanisms.clip_rate(history.grad_norms, tc.max_norm) if tc.clip == "norm" else None,
+        "grad_norm_median": median,
+        "grad_norm_p90": p90,
+        "decay_shrink": shrink,
+        "matrix_norm": mechanisms.matrix_norm(model),
+    }
+    keys = ("train_acc", "gen_gap", "dropout_loss_gap", "val_ece", "val_mean_max_prob", "val_nll")
+    out.update(dict.fromkeys(keys))
+    if not data.train:
+        return out
+    pick = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(seed))[:GAP_SAMPLE]
+    sample = [data.train[i] for i in sorted(pick.tolist())]
+    logits, labels = predict(model, sample, batch_size=tc.eval_batch_size, amp=history.amp)
+    eval_loss = float(F.cross_entropy(logits, labels))
+    out["train_acc"] = float((logits.argmax(1) == labels).double().mean())
+    device = next(model.parameters()).device
+    was_training = model.training
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        model.train()
+        try:
+            train_logits = torch.cat(
+                [
+                    eval_logits(model, batch.to(device), history.amp).cpu()
+                    for batch in iterate_batches(sample, tc.eval_batch_size, shuffle=False, bucket=False)
+                ]
+            )
+        finally:
+            model.train(was_training)
+    out["dropout_loss_gap"] = float(F.cross_entropy(train_logits, labels)) - eval_loss
+    if data.val:
+        val_logits, val_labels = predict(model, data.val, batch_size=tc.eval_batch_size, amp=history.amp)
+        val_acc = float((val_logits.argmax(1) == val_labels).double().mean())
+        out["gen_gap"] = out["train_acc"] - val_acc
+        calib = mechanisms.calibration(val_logits, val_labels)
+        out.update(val_ece=calib["ece"], val_mean_max_prob=calib["mean_max_prob"], val_nll=calib["nll"])
+    return out

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from rnnreg import stats
-from rnnreg.ablation import LINEAR, Plan
+from rnnreg import mechanisms, stats
+from rnnreg.ablation import LINEAR, TRICKS, Plan
 from rnnreg.fsio import atomic_write_bytes, atomic_write_text
 
 METRICS = {
@@ -26,8 +26,26 @@ METRICS = {
     "test_f1": "test macro-F1",
     "val_acc": "validation accuracy",
     "val_f1": "validation macro-F1",
+    "val_ece": "validation ECE",
+    "val_nll": "validation NLL",
 }
+SCORES = ("test_acc", "test_f1", "val_acc", "val_f1")  # the columns of the variant table
+LOWER_IS_BETTER = frozenset({"val_ece", "val_nll"})  # compared as B - A, so that a positive difference favours A
 MIN_SEEDS = 3  # below this no verdict is given
+# What each run's `mechanisms` holds, with the mechanism table's column names (see rnnreg.mechanisms).
+MECHANISMS = {
+    "clip_rate": "clip rate",
+    "grad_norm_median": "|grad| median",
+    "grad_norm_p90": "|grad| p90",
+    "decay_shrink": "decay shrink",
+    "matrix_norm": "‖W‖",
+    "gen_gap": "acc gap (train - val)",
+    "dropout_loss_gap": "loss gap (train - eval mode)",
+    "val_ece": "val ECE",
+    "val_mean_max_prob": "mean max p",
+    "val_nll": "val NLL",
+}
+CUT = "runs cut before convergence"
 
 
 @dataclass(frozen=True)
@@ -43,6 +61,10 @@ class VariantRow:
     skipped_steps: int
     amp: str  # what ran, e.g. "off" or "bf16" (or "bf16/off" when it varied)
     wall_s: float | None  # mean seconds per run
+    epochs_run: float | None = None  # mean epochs trained
+    truncated: int = 0  # runs that ended at train.epochs while validation was still improving
+    mechanisms: dict[str, float | None] = field(default_factory=dict)  # means over seeds, per MECHANISMS key
+    inert: dict[str, str] = field(default_factory=dict)  # trick -> why it is inert here (from the means)
 
 
 @dataclass(frozen=True)
@@ -67,6 +89,7 @@ class Report:
     failures: list[dict[str, Any]] = field(default_factory=list)
     answer: str = ""
     min_effect: float = 0.01
+    inert: dict[str, str] = field(default_factory=dict)  # the main variant's inert tricks, label smoothing included
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -84,6 +107,13 @@ def _mean(values: Sequence[float | None]) -> float | None:
 def _summary(values: Sequence[float | None]) -> stats.Summary | None:
     kept = _finite(values)
     return stats.summarize(kept) if kept else None
+
+
+def value(record: dict[str, Any], metric: str) -> float | None:
+    """A run's value of ``metric``: a score of the record itself or one of its mechanism measurements."""
+    if metric in record:
+        return record[metric]
+    return (record.get("mechanisms") or {}).get(metric)
 
 
 def _by_variant(plan: Plan, records: dict[str, dict[str, Any]], keys: dict[tuple[str, int], str]) -> dict[str, dict]:
@@ -118,13 +148,15 @@ def build_report(
         min_effect: the smallest difference worth detecting (the verdict's "no detectable difference" threshold).
     """
     if metric not in METRICS:
-        raise ValueError(f"--metric must be one of {', '.join(METRICS)} (got {metric!r})")
+        raise ValueError(f"metric must be one of {', '.join(METRICS)} (got {metric!r})")
     runs = _by_variant(plan, records, keys)
     notes = {v.name: v.note for v in plan.variants} | {LINEAR: "TF-IDF 1-2-grams + logistic regression"}
+    experiments = {v.name: v.experiment for v in plan.variants}
     rows = []
     for name in plan.names():
         ok = [r for r in runs[name].values() if r["status"] == "ok"]
         amps = sorted({str(r.get("amp")) for r in ok})
+        means = {m: _mean([(r.get("mechanisms") or {}).get(m) for r in ok]) for m in MECHANISMS}
         rows.append(
             VariantRow(
                 name=name,
@@ -132,24 +164,32 @@ def build_report(
                 kind="linear" if name == LINEAR else "rnn",
                 seeds=len(ok),
                 failed=sum(r["status"] != "ok" for r in runs[name].values()),
-                metrics={m: _summary([r.get(m) for r in ok]) for m in METRICS},
+                metrics={m: _summary([value(r, m) for r in ok]) for m in METRICS},
                 best_epoch=_mean([r.get("best_epoch") for r in ok]),
                 train_loss=_mean([r.get("train_loss") for r in ok]),
                 skipped_steps=int(sum(r.get("skipped_steps") or 0 for r in ok)),
                 amp="/".join(amps) if amps else "-",
                 wall_s=_mean([r.get("wall_s") for r in ok]),
+                epochs_run=_mean([r.get("epochs_run") for r in ok]),
+                truncated=sum(bool(r.get("truncated")) for r in ok),
+                mechanisms=means if name != LINEAR else {},
+                inert=mechanisms.inert(means, experiments[name]) if name in experiments and ok else {},
             )
         )
+    cut = {r.name for r in rows if r.truncated}
+    sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
 
     # Comparisons: paired by seed; Holm across the table; the combined interval where test predictions exist.
     raw: list[tuple[Any, ...]] = []
     for c in plan.comparisons:
         a, b = runs[c.a], runs[c.b]
         seeds = sorted(s for s in a if s in b and a[s]["status"] == "ok" and b[s]["status"] == "ok")
-        seeds = [s for s in seeds if a[s].get(metric) is not None and b[s].get(metric) is not None]
+        seeds = [s for s in seeds if value(a[s], metric) is not None and value(b[s], metric) is not None]
         cmp = None
         if len(seeds) >= 2:
-            cmp = stats.compare_paired([a[s][metric] for s in seeds], [b[s][metric] for s in seeds], n_boot=n_boot)
+            va = [sign * value(a[s], metric) for s in seeds]  # type: ignore[operator]
+            vb = [sign * value(b[s], metric) for s in seeds]  # type: ignore[operator]
+            cmp = stats.compare_paired(va, vb, n_boot=n_boot)
         combined = None
         if cmp is not None and metric.startswith("test") and y_test is not None:
             pa = np.array([a[s].get("test_pred") for s in seeds])
@@ -174,6 +214,8 @@ def build_report(
         if cmp is not None:
             ci = (combined[1], combined[2]) if combined is not None else None
             verdict = stats.verdict(cmp, p_adj, combined_ci=ci, min_effect=min_effect, min_seeds=MIN_SEEDS)
+            if {c.a, c.b} & cut:
+                verdict = _cut_verdict(verdict)
             improvement = stats.improvement_decision(cmp.p_improve_low, cmp.p_improve_high)
         comparisons.append(ComparisonRow(c.a, c.b, c.family, cmp, p_adj, combined, improvement, verdict))
 
@@ -182,8 +224,36 @@ def build_report(
         key=lambda r: (r["variant"], r["seed"]),
     )
     report = Report(data, metric, len(plan.seeds), rows, comparisons, failures, min_effect=min_effect)
+    report.inert = main_inert(report)
     report.answer = answer(report)
     return report
+
+
+def _cut_verdict(v: stats.Verdict) -> stats.Verdict:
+    """A comparison resting on runs cut while still improving never says 'no detectable difference'."""
+    if v.label == "no verdict":
+        return v
+    if v.label in ("no detectable difference", "inconclusive"):
+        return stats.Verdict("inconclusive", f"inconclusive: {CUT}", v.mde, v.seeds_needed)
+    return stats.Verdict(v.label, f"{v.text} ({CUT})", v.mde, v.seeds_needed)
+
+
+def main_inert(report: Report) -> dict[str, str]:
+    """The inert tricks of the regularized variant (or the first RNN variant), label smoothing judged against the
+    variant that leaves it out."""
+    rows = {r.name: r for r in report.variants}
+    main = rows.get("regularized") or next((r for r in report.variants if r.kind == "rnn"), None)
+    if main is None:
+        return {}
+    out = dict(main.inert)
+    without = rows.get("without label_smoothing")
+    if main.name == "regularized" and without is not None:
+        reason = mechanisms.smoothing_inert(
+            main.mechanisms.get("val_mean_max_prob"), without.mechanisms.get("val_mean_max_prob")
+        )
+        if reason:
+            out["label_smoothing"] = reason
+    return {trick: out[trick] for trick in TRICKS if trick in out}
 
 
 def _fmt(x: float | None, digits: int = 3, signed: bool = False) -> str:
@@ -212,7 +282,17 @@ def answer(report: Report) -> str:
     if lin is not None and a is not None:
         relation = "above" if lin.mean > a.mean else "below"
         text += f"; the linear reference scores {_fmt(lin.mean)}, {relation} {main.a}"
-    return text + "."
+    text += "."
+    pair = (rows[main.a], rows[main.b])
+    n_cut = sum(r.truncated for r in pair)
+    if n_cut:
+        text += (
+            f" {n_cut} of {sum(r.seeds for r in pair)} runs of {main.a} and {main.b} were cut before they converged "
+            "(validation still improving at the last epoch): raise the epoch cap (train.epochs) before reading this."
+        )
+    if report.inert:
+        text += " Inert at these settings: " + "; ".join(report.inert.values()) + "."
+    return text
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -221,9 +301,9 @@ def answer(report: Report) -> str:
 
 def variant_table(report: Report) -> tuple[list[str], list[list[str]]]:
     """The compared metric with std and 95% CI; the other metrics as means (columns no run has are left out)."""
-    others = [m for m in METRICS if m != report.metric and any(r.metrics[m] for r in report.variants)]
+    others = [m for m in SCORES if m != report.metric and any(r.metrics[m] for r in report.variants)]
     header = ["variant", "seeds", f"{METRICS[report.metric]}: mean ± std [95% CI]", *(METRICS[m] for m in others)]
-    header += ["best epoch", "amp", "s/run"]
+    header += ["best epoch", "epochs", "cut", "amp", "s/run"]
     body = []
     for r in report.variants:
         cells = [
@@ -238,9 +318,42 @@ def variant_table(report: Report) -> tuple[list[str], list[list[str]]]:
         else:
             cells.append(f"{s.mean:.3f}")
         cells += [_fmt(summary.mean if (summary := r.metrics[m]) else None) for m in others]
-        cells += [_fmt(r.best_epoch, 1), r.amp, _fmt(r.wall_s, 0)]
+        cut = "-" if r.kind == "linear" else f"{r.truncated}/{r.seeds}"
+        cells += [_fmt(r.best_epoch, 1), _fmt(r.epochs_run, 1), cut, r.amp, _fmt(r.wall_s, 0)]
         body.append(cells)
     return header, body
+
+
+_PERCENT = ("clip_rate", "decay_shrink")
+
+
+def mechanism_table(report: Report) -> tuple[list[str], list[list[str]]]:
+    """What each trick did, per RNN variant: means over seeds of each run's mechanism measurements."""
+    header = ["variant", *MECHANISMS.values(), "inert here"]
+    body = []
+    for r in report.variants:
+        if r.kind != "rnn":
+            continue
+        cells = [r.name]
+        for key in MECHANISMS:
+            x = r.mechanisms.get(key)
+            cells.append("-" if x is None else f"{x:.1%}" if key in _PERCENT else _fmt(x, 3))
+        cells.append(", ".join(t.replace("_", " ") for t in r.inert) or "-")
+        body.append(cells)
+    return header, body
+
+
+def _mechanism_note(report: Report) -> str:
+    return (
+        "Mechanisms (means over seeds; rnnreg.mechanisms defines each): clip rate = share of steps whose pre-clip "
+        "gradient norm exceeded train.max_norm; decay shrink = 1 - prod(1 - lr*wd) over the steps taken (decoupled "
+        "decay only); ‖W‖ = L2 norm of the kept model's matrices; acc gap = training-sample accuracy minus validation "
+        "accuracy; loss gap = training-sample loss with dropout on minus off; ECE over 15 equal-width bins. A trick "
+        f"is inert when its clip rate < {mechanisms.CLIP_INERT_BELOW:.0%}, its decay shrink < "
+        f"{mechanisms.DECAY_INERT_BELOW:.0%}, its loss gap < {mechanisms.DROPOUT_INERT_BELOW} nats, or (smoothing) it "
+        f"lowers the mean max probability by < {mechanisms.SMOOTHING_INERT_BELOW} against the variant without it. "
+        "cut = runs that hit train.epochs while validation was still improving."
+    )
 
 
 def comparison_table(report: Report) -> tuple[list[str], list[list[str]]]:
@@ -296,6 +409,11 @@ def _footnote(report: Report) -> str:
         f"P(A>B): share of seeds where A wins, bootstrap CI (Bouthillier et al. 2021). No verdict below {MIN_SEEDS} "
         f"seeds; 'no detectable difference' means these seeds would detect a difference of "
         f"{report.min_effect:.3g} or more with 80% power. Other metric columns are means over seeds."
+        + (
+            f" {METRICS[report.metric]} is lower-is-better: differences are B minus A, so positive favours A."
+            if report.metric in LOWER_IS_BETTER
+            else ""
+        )
     )
 
 
@@ -306,8 +424,14 @@ def render_text(report: Report) -> str:
         _text_table(*variant_table(report)),
         "",
         _text_table(*comparison_table(report)),
+        "",
+        _footnote(report),
+        "",
+        _text_table(*mechanism_table(report)),
+        "",
+        _mechanism_note(report),
     ]
-    parts += ["", _footnote(report), "", report.answer]
+    parts += ["", report.answer]
     if report.failures:
         parts += ["", f"{len(report.failures)} run(s) did not finish:"]
         parts += [f"  {r['variant']} seed {r['seed']}: {r['status']}: {r.get('error')}" for r in report.failures]
@@ -329,6 +453,12 @@ def render_markdown(report: Report, plots: Sequence[str] = ()) -> str:
         _md_table(*comparison_table(report)),
         "",
         _footnote(report),
+        "",
+        "## What each trick did",
+        "",
+        _md_table(*mechanism_table(report)),
+        "",
+        _mechanism_note(report),
     ]
     for name in plots:
         parts += ["", f"![{name}]({name})"]
@@ -345,14 +475,20 @@ def render_csv(report: Report) -> str:
     writer.writerow(
         ["table", "name", "note", "seeds", "failed"]
         + [f"{m}_{c}" for m in METRICS for c in cols]
-        + ["best_epoch", "amp", "wall_s"]
+        + ["best_epoch", "amp", "wall_s", "epochs_run", "truncated", *MECHANISMS, "inert"]
     )
     for r in report.variants:
         values = []
         for m in METRICS:
             s = r.metrics[m]
             values += [getattr(s, c) if s else "" for c in cols]
-        writer.writerow(["variant", r.name, r.note, r.seeds, r.failed, *values, r.best_epoch, r.amp, r.wall_s])
+        mech = [r.mechanisms.get(k, "") if r.mechanisms.get(k) is not None else "" for k in MECHANISMS]
+        writer.writerow(
+            [
+                *["variant", r.name, r.note, r.seeds, r.failed, *values, r.best_epoch, r.amp, r.wall_s],
+                *[r.epochs_run, r.truncated, *mech, "; ".join(r.inert)],
+            ]
+        )
     writer.writerow([])
     writer.writerow(
         [
@@ -459,6 +595,31 @@ def plot_report(report: Report, curves: dict[str, list[list[float | None]]], fol
         _save(fig, folder / "forest.png")
         plt.close(fig)
         written.append("forest.png")
+
+    # What each trick did: one panel per mechanism, a bar per RNN variant, the inert threshold dashed.
+    rnn = [r for r in report.variants if r.kind == "rnn" and any(x is not None for x in r.mechanisms.values())]
+    panels = [
+        ("clip_rate", "clip rate (share of steps clipped)", mechanisms.CLIP_INERT_BELOW),
+        ("decay_shrink", "decay shrink over the run", mechanisms.DECAY_INERT_BELOW),
+        ("dropout_loss_gap", "loss gap: dropout on - off (nats)", mechanisms.DROPOUT_INERT_BELOW),
+        ("val_ece", "validation ECE", None),
+    ]
+    if rnn:
+        fig, axes = plt.subplots(1, len(panels), figsize=(12, 0.4 * len(rnn) + 1.6), sharey=True)
+        for ax, (key, title, threshold) in zip(axes, panels, strict=True):
+            heights = [r.mechanisms.get(key) for r in rnn]
+            ax.barh(range(len(rnn)), [np.nan if h is None else h for h in heights], color="tab:blue", alpha=0.8)
+            if threshold is not None:
+                ax.axvline(threshold, color="tab:red", ls="--", lw=1, label="inert below")
+                ax.legend(fontsize=7, loc="lower right")
+            ax.set_title(title, fontsize=9)
+            ax.grid(axis="x", alpha=0.3)
+        axes[0].set_yticks(range(len(rnn)), [r.name for r in rnn])
+        axes[0].invert_yaxis()
+        fig.tight_layout()
+        _save(fig, folder / "mechanisms.png")
+        plt.close(fig)
+        written.append("mechanisms.png")
 
     # Validation macro-F1 per epoch, mean over seeds, per variant.
     if any(curves.values()):

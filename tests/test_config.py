@@ -147,7 +147,7 @@ NON_DEFAULT: dict[str, tuple[str, object]] = {
     "train.label_smoothing": ("0.05", 0.05),
     "train.amp": ("bf16", "bf16"),
     "train.device": ("auto", "auto"),
-    "train.patience": ("3", 3),
+    "train.patience": ("5", 5),
     "train.bucket": ("false", False),
     "train.max_skipped_steps": ("7", 7),
 }

@@ -159,7 +159,7 @@ def test_model_learns_the_tiny_task_for_any_seed(seed: int) -> None:
     # pipeline that scrambles labels or never steps stays near 0.5.
     data = prepare(DataConfig(source="tiny"), corpus=_corpus(n_eval=48))
     model = ModelConfig(embed_dim=8, hidden_dim=8, pooling="mean", embed_p=0.0, input_p=0.0, weight_p=0.0, output_p=0.0)
-    exp = Experiment(DataConfig(source="tiny"), model, TrainConfig(epochs=12, batch_size=8, lr=1e-2))
+    exp = Experiment(DataConfig(source="tiny"), model, TrainConfig(epochs=12, batch_size=8, lr=1e-2, patience=0))
     result = fit(exp, data, seed=seed)
     assert result.history.best_val_f1 >= LEARNS_F1
 
@@ -168,8 +168,16 @@ def test_early_stopping_stops_after_patience_epochs_without_improvement(data: Pr
     # lr tiny: validation F1 cannot improve after epoch 1 in any measurable way, so patience 2 stops at epoch 3.
     exp = Experiment(DataConfig(source="tiny"), TINY_MODEL, TrainConfig(epochs=10, batch_size=8, lr=1e-9, patience=2))
     history = fit(exp, data, seed=0).history
-    assert history.stopped_early
+    assert history.stopped_early and not history.truncated
     assert len(history.epochs) == history.best_epoch + 2
+
+
+def test_a_run_that_ends_at_its_epoch_cap_within_patience_of_its_best_is_truncated(data: Prepared) -> None:
+    # The same run as above, capped at 2 epochs: its best (epoch 1) is 1 epoch back, fewer than patience 2.
+    exp = Experiment(DataConfig(source="tiny"), TINY_MODEL, TrainConfig(epochs=2, batch_size=8, lr=1e-9, patience=2))
+    history = fit(exp, data, seed=0).history
+    assert history.best_epoch == 1 and len(history.epochs) == 2
+    assert history.truncated and not history.stopped_early
 
 
 def test_best_weights_are_restored_at_the_end(data: Prepared, experiment: Experiment) -> None:

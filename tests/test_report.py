@@ -159,5 +159,96 @@ def test_outputs_are_written_and_json_holds_no_nan(tmp_path: Path) -> None:
 
 def test_unknown_metric_is_refused() -> None:
     records, keys = _records({"baseline": [0.7, 0.7]})
-    with pytest.raises(ValueError, match="--metric must be one of test_acc"):
+    with pytest.raises(ValueError, match="metric must be one of test_acc"):
         build_report(_plan(["baseline"], [], 2), records, keys, data="d", metric="loss")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Convergence and mechanisms
+
+
+def _mech(**values: float | None) -> dict[str, float | None]:
+    base = dict.fromkeys(
+        ("clip_rate", "grad_norm_median", "grad_norm_p90", "decay_shrink", "matrix_norm", "gen_gap"), 0.5
+    )
+    return {**base, "dropout_loss_gap": 0.1, "val_ece": 0.05, "val_mean_max_prob": 0.8, "val_nll": 0.5, **values}
+
+
+def test_a_comparison_on_runs_cut_while_improving_never_reads_no_detectable_difference() -> None:
+    # Differences of -0.002..+0.002 around 0: with converged runs this is 'no detectable difference'.
+    values = {"baseline": [0.700, 0.710, 0.720, 0.730, 0.740], "regularized": [0.702, 0.709, 0.721, 0.728, 0.740]}
+    records, keys = _records(values)
+    plan = _plan(["baseline", "regularized"], [("regularized", "baseline")], 5)
+    converged = build_report(plan, records, keys, data="d", min_effect=0.05)
+    assert converged.comparisons[0].verdict.label == "no detectable difference"
+    assert "cut" not in converged.answer
+    records["baseline/3"]["truncated"] = True
+    cut = build_report(plan, records, keys, data="d", min_effect=0.05)
+    assert cut.comparisons[0].verdict.label == "inconclusive"
+    assert cut.comparisons[0].verdict.text == "inconclusive: runs cut before convergence"
+    assert "1 of 10 runs of regularized and baseline were cut before they converged" in cut.answer
+    assert [r.truncated for r in cut.variants] == [1, 0]
+    assert "1/5" in render_text(cut)
+
+
+def test_a_significant_difference_on_cut_runs_keeps_its_direction_and_says_the_runs_were_cut() -> None:
+    values = {"baseline": [0.70, 0.71, 0.72, 0.73, 0.74], "regularized": [0.80, 0.82, 0.81, 0.83, 0.84]}
+    records, keys = _records(values)
+    for r in records.values():
+        r["truncated"] = True
+    plan = _plan(["baseline", "regularized"], [("regularized", "baseline")], 5)
+    v = build_report(plan, records, keys, data="d").comparisons[0].verdict
+    assert v.label == "helps" and v.text == "helps (runs cut before convergence)"
+
+
+def test_mechanisms_are_averaged_over_seeds_and_the_main_variants_inert_tricks_named() -> None:
+    records, keys = _records({"regularized": [0.8, 0.8, 0.8], "without label_smoothing": [0.8, 0.8, 0.8]})
+    rates = [0.01, 0.02, 0.03]  # mean 2%: below the 5% threshold
+    for seed, rate in enumerate(rates):
+        records[f"regularized/{seed}"]["mechanisms"] = _mech(clip_rate=rate, val_mean_max_prob=0.80)
+        records[f"without label_smoothing/{seed}"]["mechanisms"] = _mech(val_mean_max_prob=0.805)
+    plan = _plan(["regularized", "without label_smoothing"], [("regularized", "without label_smoothing")], 3)
+    report = build_report(plan, records, keys, data="d")
+    row = report.variants[0]
+    assert row.mechanisms["clip_rate"] == pytest.approx(0.02)
+    assert set(row.inert) == {"clipping"}
+    # Smoothing lowered the mean top probability by only 0.005: inert, judged against the run without it.
+    assert set(report.inert) == {"clipping", "label_smoothing"}
+    assert "clipping acted on 2.0% of steps" in report.answer
+    text = render_text(report)
+    assert "clip rate" in text and "2.0%" in text
+    md = render_markdown(report)
+    assert "## What each trick did" in md
+
+
+def test_summary_csv_holds_the_truncation_count_and_every_mechanism_mean(tmp_path: Path) -> None:
+    records, keys = _records({"baseline": [0.7, 0.7, 0.7]})
+    for seed in range(3):
+        records[f"baseline/{seed}"]["mechanisms"] = _mech(val_ece=0.01 * (seed + 1))
+        records[f"baseline/{seed}"]["truncated"] = seed == 0
+    plan = _plan(["baseline"], [], 3)
+    write_outputs(build_report(plan, records, keys, data="d"), {}, tmp_path)
+    text = (tmp_path / "summary.csv").read_text()
+    row = next(csv.DictReader(io.StringIO(text.split("\n\n")[0])))
+    assert row["truncated"] == "1"
+    assert float(row["val_ece"]) == pytest.approx(0.02)
+    assert float(row["clip_rate"]) == pytest.approx(0.5)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["variants"][0]["mechanisms"]["val_ece"] == pytest.approx(0.02)
+    assert (tmp_path / "mechanisms.png").is_file()
+
+
+def test_a_lower_is_better_metric_is_compared_so_that_a_positive_difference_favours_a() -> None:
+    records, keys = _records({"baseline": [0.7] * 4, "regularized": [0.7] * 4})
+    eces = {"baseline": [0.10, 0.12, 0.11, 0.13], "regularized": [0.03, 0.04, 0.02, 0.05]}
+    for name, values in eces.items():
+        for seed, ece in enumerate(values):
+            records[f"{name}/{seed}"]["mechanisms"] = _mech(val_ece=ece)
+    plan = _plan(["baseline", "regularized"], [("regularized", "baseline")], 4)
+    report = build_report(plan, records, keys, data="d", metric="val_ece")
+    cmp = report.comparisons[0].comparison
+    # B - A per seed: 0.07, 0.08, 0.09, 0.08 -> mean 0.08; regularized (A) is better calibrated.
+    assert cmp.mean_diff == pytest.approx(0.08)
+    assert report.comparisons[0].verdict.label == "helps"
+    assert report.variants[1].metrics["val_ece"].mean == pytest.approx(0.035)
+    assert "lower-is-better" in render_text(report)
