@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import re
 from typing import Any
 
 import torch
@@ -26,10 +27,12 @@ from rnnreg.testing._base import (
     _describe,
     _device,
     _fail,
+    _first_line,
     _pad_mask,
     _record_dtypes,
     _set_mode,
     _untouched,
+    _user_line,
 )
 
 __all__ = [
@@ -548,6 +551,22 @@ def check_batch_independence(model: Any, batch: Batch, *, call: Call | None = No
     return CheckPassed(invariant, f"{B} rows alone and under 2 permutations match the batch")
 
 
+# What torch says when this machine has no kernel for an op in a dtype (oneDNN's LSTM in fp16 on CPU: "could not
+# create a primitive descriptor"; a missing dispatch: '"addmm_impl_cpu_" not implemented for 'Half''). Any other
+# exception under autocast comes from the model's own code and is a verdict on it.
+_MACHINE_LACKS = re.compile(
+    r"not implemented for|kernel|primitive|could not run|not supported|unsupported|onednn|mkldnn|cudnn", re.IGNORECASE
+)
+
+
+def _machine_lacks(e: Exception) -> bool:
+    """True when ``e`` says torch cannot run an op in low precision here, rather than that the model's code failed."""
+    message = str(e)
+    if "overflow" in message.lower():
+        return False  # "value cannot be converted to type c10::Half without overflow": the model's constant
+    return isinstance(e, NotImplementedError) or bool(_MACHINE_LACKS.search(message))
+
+
 def check_amp_parity(
     model: Any,
     batch: Batch,
@@ -566,7 +585,9 @@ def check_amp_parity(
     reduction of many terms in low precision) errs by about the logits themselves and fails. Modules without a
     low-precision kernel (a packed LSTM on CPU) simply stay fp32; the detail line names those that ran in low
     precision. ``rtol`` overrides the bound. A forward pass that torch cannot run under autocast on this machine
-    (an op without a low-precision kernel here) raises :class:`CheckCouldNotRun` with torch's message.
+    (an op without a low-precision kernel here) raises :class:`CheckCouldNotRun` with torch's message; any other
+    exception under autocast (e.g. ``masked_fill(mask, -1e9)`` overflowing float16) is the model's and fails, naming
+    the line of the model's code that raised it.
     """
     invariant = f"{str(dtype).removeprefix('torch.')} autocast parity"
     batch = _prepare(model, batch, call)
@@ -583,10 +604,23 @@ def check_amp_parity(
         try:
             with _record_dtypes(model, seen), torch.autocast(device_type=device, dtype=dtype):
                 low = _logits(model, batch.tokens, batch.lengths, invariant, call).float()
-        except (RuntimeError, NotImplementedError) as e:
+        except InvariantViolation:
+            raise
+        except Exception as e:
+            if not _machine_lacks(e):
+                where = _user_line(e)
+                _fail(
+                    invariant,
+                    f"the model runs in fp32 but its forward pass under torch.autocast({device!r}, {dtype}) raised "
+                    f"{type(e).__name__}: {_first_line(e)}" + (f" at {where}" if where else ""),
+                    "the model's own code cannot run in low precision: a constant the dtype cannot hold (e.g. "
+                    "masked_fill(mask, -1e9): float16 stops at 65504), or a cast or shape that assumes fp32",
+                    "use a fill value the dtype holds (torch.finfo(scores.dtype).min, or -1e4), or compute that part "
+                    "in fp32 (x.float(), or torch.autocast(..., enabled=False) around it)",
+                )
             raise CheckCouldNotRun(
                 f"{invariant}: could not run: the model runs in fp32 but its forward pass under "
-                f"torch.autocast({device!r}, {dtype}) raised {type(e).__name__}: {str(e).splitlines()[0]}. torch has "
+                f"torch.autocast({device!r}, {dtype}) raised {type(e).__name__}: {_first_line(e)}. torch has "
                 "no low-precision kernel for one of its ops on this machine (e.g. an unpacked nn.LSTM on a CPU "
                 "without native bf16), so there is nothing to compare; run the check where AMP runs"
             ) from e

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -373,7 +374,29 @@ def _kinds(model: nn.Module) -> dict[str, str]:
     return kinds
 
 
-def check_decay_groups(model: nn.Module, optimizer: Any) -> CheckPassed:
+def _ignored_keys(optimizer: Any) -> tuple[list[tuple[int, str, str]], list[str]]:
+    """Group keys the optimizer never reads: (group index, key, the read key it resembles) for keys that look like a
+    misspelled or foreign name of a key it reads (``weight_decay_rate`` for ``weight_decay``), and the other unknown
+    keys (e.g. timm's ``lr_scale``, read by its scheduler). Empty for an optimizer without ``defaults``."""
+    defaults = getattr(optimizer, "defaults", None)
+    if not isinstance(defaults, dict) or not defaults:
+        return [], []
+    read = sorted(k for k in defaults if isinstance(k, str))
+    known = set(read) | {"params", "param_names", "initial_lr"}  # torch's own, and what its LR schedulers add
+    suspect, other = [], []
+    for i, group in enumerate(optimizer.param_groups):
+        for key in group:
+            if not isinstance(key, str) or key in known:
+                continue
+            alike = [d for d in read if len(d) >= 4 and d in key] or difflib.get_close_matches(key, read, 1, 0.75)
+            if alike:
+                suspect.append((i, key, alike[0]))
+            elif key not in other:
+                other.append(key)
+    return suspect, other
+
+
+def check_decay_groups(model: nn.Module, optimizer: Any, *, expect_decay: bool | None = None) -> CheckPassed:
     """The optimizer's parameter groups decay weight matrices and spare biases and norm gains.
 
     ``optimizer`` is a ``torch.optim.Optimizer`` or a callable ``make_optimizer(model) -> Optimizer``. Every
@@ -381,16 +404,38 @@ def check_decay_groups(model: nn.Module, optimizer: Any) -> CheckPassed:
     norm layers' parameters of torch's layers must not decay and the weight matrices of its Linear, conv, RNN and
     attention layers must. Embeddings and the parameters of the user's own modules (a class token, a position
     table, a context vector) may go either way: timm spares them by name, Hugging Face decays them.
+
+    What the optimizer reads is judged, not what the groups say: a group key the optimizer ignores that looks like
+    one it reads (``weight_decay_rate``, BERT's TensorFlow name, given to ``torch.optim.AdamW``, which then decays
+    every group by its default) fails. With ``expect_decay=True`` (you configured a weight decay), groups that decay
+    nothing fail; by default "nothing decays" passes, as a run without weight decay should.
     """
     invariant = "weight-decay groups"
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module (got {type(model).__name__})")
+    if expect_decay is not None and not isinstance(expect_decay, bool):
+        raise TypeError(
+            f"expect_decay must be True (a weight decay is configured), False or None (got {expect_decay!r})"
+        )
     if callable(optimizer) and not isinstance(optimizer, torch.optim.Optimizer):
         optimizer = optimizer(model)
     if not hasattr(optimizer, "param_groups"):
         raise TypeError(
             f"optimizer must be a torch.optim.Optimizer or make_optimizer(model) -> Optimizer "
             f"(got {type(optimizer).__name__})"
+        )
+    suspect, unread = _ignored_keys(optimizer)
+    if suspect:
+        i, key, read = suspect[0]
+        group = optimizer.param_groups[i]
+        _fail(
+            invariant,
+            f"parameter group {i} sets {key!r} = {group[key]!r}, a key {type(optimizer).__name__} never reads; it "
+            f"reads {read!r}, which is {group.get(read)!r} in that group"
+            + (f" ({len(suspect)} such keys in all)" if len(suspect) > 1 else ""),
+            f"the groups were written for another optimizer's key names (e.g. {key!r} from BERT's TensorFlow or "
+            f"an old Hugging Face recipe): torch silently keeps unknown keys and uses the default {read}",
+            f"name the key {read!r} in every group",
         )
     where: dict[int, list[float]] = {}
     for group in optimizer.param_groups:
@@ -417,6 +462,15 @@ def check_decay_groups(model: nn.Module, optimizer: Any) -> CheckPassed:
         )
     decay = {n: where[id(q)][0] for n, q in named}
     if not any(v > 0 for v in decay.values()):
+        if expect_decay:
+            _fail(
+                invariant,
+                f"weight_decay is 0 in every one of the {len(optimizer.param_groups)} parameter groups "
+                f"({len(named)} parameters), but expect_decay=True",
+                "the configured decay never reached the groups: a config default of weight_decay=0.0, a value put "
+                "under a key the optimizer does not read, or groups built without weight_decay",
+                "set weight_decay=wd in the decaying group (and 0.0 only in the no-decay group)",
+            )
         return CheckPassed(invariant, f"{len(named)} parameters, none decays (weight_decay = 0 in every group)")
     vectors = [n for n, _ in named if kinds[n] == "spared" and decay[n] > 0]
     spared = [n for n, _ in named if kinds[n] == "matrix" and decay[n] == 0]
@@ -462,6 +516,8 @@ def check_decay_groups(model: nn.Module, optimizer: Any) -> CheckPassed:
         )
         if names
     ]
+    if unread:
+        either.append(f"group keys the optimizer does not read: {', '.join(unread)}")
     return CheckPassed(
         invariant,
         f"{n_decay} of {len(named)} parameters decay (all matrices), biases and gains spared"

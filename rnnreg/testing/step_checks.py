@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,15 +72,20 @@ def _flat_delta(model: nn.Module, start: list[Tensor]) -> Tensor:
 
 
 def _call_step(train_step: TrainStep, invariant: str, what: str, *args: Any) -> None:
-    """Call the user's step; a RuntimeError from GradScaler's bookkeeping is a protocol bug and is diagnosed."""
+    """Call the user's step; a RuntimeError from GradScaler's bookkeeping is a protocol bug and is diagnosed from what
+    the step did with the scaler (``args[3]``, a :class:`_RecordingScaler`)."""
+    scaler = args[3]
+    if isinstance(scaler, _RecordingScaler):
+        scaler.events = []
     try:
         train_step(*args)
     except (RuntimeError, AssertionError) as e:
         if isinstance(e, InvariantViolation):
             raise
         message = str(e).splitlines()[0] if str(e) else type(e).__name__
+        events = scaler.events if isinstance(scaler, _RecordingScaler) else []
         if "No inf checks were recorded" in message:
-            cause = "scaler.update() ran without scaler.step(optimizer): optimizer.step() is called directly"
+            cause = _protocol_cause(events)
         elif "non-finite" in message.lower():
             cause = (
                 "clipping raises on a non-finite norm (error_if_nonfinite=True): with a GradScaler an overflow is "
@@ -87,7 +93,26 @@ def _call_step(train_step: TrainStep, invariant: str, what: str, *args: Any) -> 
             )
         else:
             raise
-        _fail(invariant, f"train_step raised {type(e).__name__} {what}: {message}", cause, _STEP_ORDER_FIX)
+        done = f" (the step called, on the scaler: {', '.join(events)})" if events else ""
+        _fail(invariant, f"train_step raised {type(e).__name__} {what}: {message}{done}", cause, _STEP_ORDER_FIX)
+
+
+def _protocol_cause(events: list[str]) -> str:
+    """Why GradScaler found no inf checks, from the calls the step made on it."""
+    steps = [e for e in events if e.startswith("step")]
+    if events.count("update") > 1:
+        return (
+            "scaler.update() is called twice in one step: the first update clears the inf checks that "
+            "scaler.step recorded, so the second finds none"
+        )
+    if steps and all(e == "step (no gradients)" for e in steps):
+        return (
+            "the gradients were cleared between backward and scaler.step(optimizer) (optimizer.zero_grad() before "
+            "the step): scaler.step found no gradient to unscale"
+        )
+    if not steps:
+        return "scaler.update() ran without scaler.step(optimizer): optimizer.step() is called directly"
+    return "scaler.step(optimizer) found no gradients to check for this optimizer"
 
 
 _STEP_ORDER_FIX = (
@@ -130,7 +155,7 @@ def _amp_step_case(
         torch.optim.SGD(reference.parameters(), lr=lr).step()
 
         optimizer = torch.optim.SGD(model.parameters(), lr=lr)
-        scaler = torch.amp.GradScaler("cpu", init_scale=_AMP_INIT_SCALE)
+        scaler = _RecordingScaler("cpu", init_scale=_AMP_INIT_SCALE)
         model.train()
         with _record_dtypes(model, seen):
             _call_step(train_step, invariant, "on a finite step", model, batch, optimizer, scaler, max_norm)
@@ -235,14 +260,57 @@ def check_amp_clipping(
     )
 
 
+def _grad_state(optimizer: torch.optim.Optimizer) -> str:
+    grads = [q.grad for group in optimizer.param_groups for q in group["params"]]
+    if all(g is None for g in grads):
+        return "step (no gradients)"
+    if all(g is None or not bool(g.any()) for g in grads):
+        return "step (all gradients zero)"
+    return "step"
+
+
 class _RecordingScaler(torch.amp.GradScaler):
-    """A GradScaler that records whether the step scaled a loss with it."""
+    """A GradScaler that records what a step did with it: whether it scaled a loss, and each call in order."""
 
     used = False
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.events: list[str] = []
+
     def scale(self, outputs: Any) -> Any:
         self.used = True
+        self.events.append("scale")
         return super().scale(outputs)
+
+    def unscale_(self, optimizer: torch.optim.Optimizer) -> None:
+        self.events.append("unscale_")
+        super().unscale_(optimizer)
+
+    def step(self, optimizer: torch.optim.Optimizer, *args: Any, **kwargs: Any) -> Any:
+        self.events.append(_grad_state(optimizer))
+        return super().step(optimizer, *args, **kwargs)
+
+    def update(self, new_scale: Any = None) -> None:
+        self.events.append("update")
+        super().update(new_scale)
+
+
+@contextlib.contextmanager
+def _scalers_created() -> Iterator[list[int]]:
+    """Count the GradScalers constructed while the block runs (a step that builds its own instead of using ours)."""
+    count = [0]
+    original = torch.amp.GradScaler.__init__
+
+    def counting_init(self: torch.amp.GradScaler, *args: Any, **kwargs: Any) -> None:
+        count[0] += 1
+        original(self, *args, **kwargs)
+
+    torch.amp.GradScaler.__init__ = counting_init  # type: ignore[method-assign]
+    try:
+        yield count
+    finally:
+        torch.amp.GradScaler.__init__ = original  # type: ignore[method-assign]
 
 
 def check_amp_scaler(train_step: TrainStep) -> CheckPassed:
@@ -251,9 +319,13 @@ def check_amp_scaler(train_step: TrainStep) -> CheckPassed:
     With an enabled ``torch.amp.GradScaler("cpu", init_scale=2**16, growth_interval=1)``: a finite step moves the
     parameters and doubles the scale (so ``scaler.update()`` ran); a step whose gradients hold an injected inf
     leaves every parameter unchanged and halves the scale (``scaler.step`` skipped it and ``update`` backed off);
-    the next finite step moves the parameters again. ``max_norm`` is large, so clipping does not act. A step that
-    never calls ``scaler.scale`` (no loss scaling: fine in bf16 or fp32, fp16 needs it) is held only to skipping the
-    inf step.
+    the next finite step moves the parameters again. ``max_norm`` is large, so clipping does not act. What the step
+    did is judged, not what it was given: the precision its forward ran in is read from the model's module outputs,
+    and a step whose forward ran in float16 must scale its loss with the scaler it is given (fp16 gradients
+    underflow without loss scaling, and a GradScaler created inside the step starts over every step, so its scale
+    never grows nor backs off). A step in bf16 or fp32 may use no loss scaling; it is then held only to skipping
+    the inf step. Protocol errors are named from the calls the step made on the scaler (``update()`` twice,
+    gradients cleared before ``scaler.step``, ``optimizer.step()`` called directly).
     """
     invariant = "GradScaler protocol (inf skips the step, the scale updates)"
     if not callable(train_step):
@@ -262,62 +334,97 @@ def check_amp_scaler(train_step: TrainStep) -> CheckPassed:
         )
     gen = torch.Generator().manual_seed(_SEED + 1)
     batch = _tiny_batch(gen)
+    seen: dict[str, str] = {}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(_SEED)
         model = _TinyClassifier().train()
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
         scaler = _RecordingScaler("cpu", init_scale=2.0**16, growth_interval=1)
-        for step, poison in enumerate((False, True, False), start=1):
-            before = [p.detach().clone() for p in model.parameters()]
-            scale = scaler.get_scale()
-            hook = model.head.weight.register_hook(lambda g: torch.full_like(g, math.inf)) if poison else None
-            what = "on a step with an inf gradient" if poison else f"on finite step {step}"
-            try:
-                _call_step(train_step, invariant, what, model, batch, optimizer, scaler, 1e6)
-            finally:
-                if hook is not None:
-                    hook.remove()
-            moved = not all(torch.equal(p.detach(), b) for p, b in zip(model.parameters(), before, strict=True))
-            new_scale = scaler.get_scale()
-            if poison and moved:
-                finite = all(bool(torch.isfinite(p).all()) for p in model.parameters())
-                _fail(
-                    invariant,
-                    "a step whose gradients held an inf changed the parameters"
-                    + ("" if finite else " (they are no longer finite)"),
-                    "optimizer.step() is called directly instead of scaler.step(optimizer), so nothing skips a step "
-                    "whose gradients overflowed",
-                    "call scaler.step(optimizer): it skips the step when unscale_ found an inf or NaN",
-                )
-            if not poison and not moved:
-                _fail(
-                    invariant,
-                    f"finite step {step} did not change the parameters",
-                    "the optimizer step is skipped or never called"
-                    + (
-                        ", or gradients are never cleared (optimizer.zero_grad()), so the inf of the previous step "
-                        "stays and every later step is skipped"
-                        if step == 3
-                        else ""
-                    ),
-                    _STEP_ORDER_FIX,
-                )
-            expected = scale * (0.5 if poison else 2.0)
-            if scaler.used and new_scale != expected:
-                _fail(
-                    invariant,
-                    f"after {what} the loss scale is {new_scale:g}, expected {expected:g} (from {scale:g}; "
-                    "growth_interval=1, backoff 0.5)",
-                    "scaler.update() is not called after every step, so the scale never backs off after an "
-                    "overflow nor grows after good steps"
-                    if new_scale == scale
-                    else "the scale is set or updated by hand instead of by scaler.update()",
-                    "call scaler.update() once at the end of every step, after scaler.step(optimizer)",
-                )
+        with _scalers_created() as created, _record_dtypes(model, seen):
+            for step, poison in enumerate((False, True, False), start=1):
+                _scaler_step(train_step, invariant, model, batch, optimizer, scaler, step, poison)
+    ran = _lowest_precision(seen)
+    if not scaler.used and ran == torch.float16:
+        _fail(
+            invariant,
+            "the step's forward ran in float16 but never called scaler.scale on the GradScaler it was given"
+            + (f" ({created[0]} GradScaler(s) were created during the 3 steps)" if created[0] else ""),
+            f"a GradScaler created inside the step ({created[0]} over 3 steps): it starts over at every step, so its "
+            "scale never grows after good steps nor backs off after an overflow"
+            if created[0]
+            else "no loss scaling under float16 autocast: small fp16 gradients underflow to zero",
+            "create the GradScaler once, outside the step, pass it in, and use it: scaler.scale(loss).backward(); "
+            "scaler.step(optimizer); scaler.update()",
+        )
     if not scaler.used:
         return CheckPassed(
-            invariant, "the step uses no loss scaling (fine in bf16/fp32; fp16 needs it); an inf step is skipped"
+            invariant,
+            f"the step uses no loss scaling and ran in {str(ran).removeprefix('torch.')} (fine in bf16/fp32; fp16 "
+            "needs it); an inf step is skipped",
         )
     return CheckPassed(
         invariant, "finite steps move the parameters and grow the scale; an inf step is skipped and backs off"
     )
+
+
+def _scaler_step(
+    train_step: TrainStep,
+    invariant: str,
+    model: _TinyClassifier,
+    batch: Batch,
+    optimizer: torch.optim.Optimizer,
+    scaler: _RecordingScaler,
+    step: int,
+    poison: bool,
+) -> None:
+    """One call of the user's step, with an inf injected into the head's gradient when ``poison``, judged."""
+    before = [p.detach().clone() for p in model.parameters()]
+    scale = scaler.get_scale()
+    hook = model.head.weight.register_hook(lambda g: torch.full_like(g, math.inf)) if poison else None
+    what = "on a step with an inf gradient" if poison else f"on finite step {step}"
+    try:
+        _call_step(train_step, invariant, what, model, batch, optimizer, scaler, 1e6)
+    finally:
+        if hook is not None:
+            hook.remove()
+    moved = not all(torch.equal(p.detach(), b) for p, b in zip(model.parameters(), before, strict=True))
+    new_scale = scaler.get_scale()
+    if poison and moved:
+        finite = all(bool(torch.isfinite(p).all()) for p in model.parameters())
+        stepped = any(e.startswith("step") for e in scaler.events)
+        _fail(
+            invariant,
+            "a step whose gradients held an inf changed the parameters"
+            + ("" if finite else " (they are no longer finite)"),
+            "optimizer.step() is called as well as scaler.step(optimizer), so the step scaler.step skipped runs anyway"
+            if stepped
+            else "optimizer.step() is called directly instead of scaler.step(optimizer), so nothing skips a step "
+            "whose gradients overflowed",
+            "call scaler.step(optimizer) only: it skips the step when unscale_ found an inf or NaN",
+        )
+    if not poison and not moved:
+        if "step (all gradients zero)" in scaler.events or "step (no gradients)" in scaler.events:
+            cause = (
+                "the gradients were zeroed between backward and scaler.step(optimizer) (optimizer.zero_grad() "
+                "before the step), so the step applied nothing"
+            )
+        else:
+            cause = "the optimizer step is skipped or never called" + (
+                ", or gradients are never cleared (optimizer.zero_grad()), so the inf of the previous step "
+                "stays and every later step is skipped"
+                if step == 3
+                else ""
+            )
+        _fail(invariant, f"finite step {step} did not change the parameters", cause, _STEP_ORDER_FIX)
+    expected = scale * (0.5 if poison else 2.0)
+    if scaler.used and new_scale != expected:
+        _fail(
+            invariant,
+            f"after {what} the loss scale is {new_scale:g}, expected {expected:g} (from {scale:g}; "
+            "growth_interval=1, backoff 0.5)",
+            "scaler.update() is not called after every step, so the scale never backs off after an "
+            "overflow nor grows after good steps"
+            if new_scale == scale
+            else "the scale is set or updated by hand instead of by scaler.update()",
+            "call scaler.update() once at the end of every step, after scaler.step(optimizer)",
+        )
