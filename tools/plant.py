@@ -56,6 +56,20 @@ LAYERS, MODEL, STEP, FIT, DATA, CONFIG, CLI = (
     "rnnreg/config.py",
     "rnnreg/cli.py",
 )
+STATS, ABLATION, SWEEP, REPORT, FSIO = (
+    "rnnreg/stats.py",
+    "rnnreg/ablation.py",
+    "rnnreg/sweep.py",
+    "rnnreg/report.py",
+    "rnnreg/fsio.py",
+)
+T_ORACLE, T_LEAKAGE, T_IDENTITY, T_SCHEDULER, T_DURABILITY = (
+    "tests/test_report_oracle.py",
+    "tests/test_ablation_leakage.py",
+    "tests/test_run_identity.py",
+    "tests/test_sweep_scheduler.py",
+    "tests/test_fsio_durability.py",
+)
 T_LAYERS, T_MODEL, T_STEP, T_FIT, T_DATA, T_CONFIG, T_CLI = (
     "tests/test_layers.py",
     "tests/test_model.py",
@@ -369,6 +383,203 @@ PLANTS: tuple[Plant, ...] = (
         "enabled=dtype is not None)",
         "enabled=dtype is not None or torch.is_autocast_enabled(device_type))",
         (T_STEP,),
+    ),
+    # ---- issue 20: the harness that turns runs into conclusions (stats, ablation, sweep, report, fsio)
+    Plant(
+        "linear-c-chosen-on-test",
+        "the linear reference's C is chosen on the validation split; the test split is never used for selection",
+        ABLATION,
+        '        f1 = _scores(y_val, clf.predict(x_val), k, "val")["val_f1"]\n',
+        "        x_eval = vectorizer.transform([t for t, _ in corpus.test or corpus.val])\n"
+        "        y_eval = np.array([y for _, y in corpus.test or corpus.val])\n"
+        '        f1 = _scores(y_eval, clf.predict(x_eval), k, "val")["val_f1"]\n',
+        (T_LEAKAGE,),
+    ),
+    Plant(
+        "linear-tfidf-fit-on-all-splits",
+        "the linear reference's TF-IDF vocabulary comes from the training split only",
+        ABLATION,
+        "    x_train = vectorizer.fit_transform([t for t, _ in corpus.train])"
+        "  # vocabulary from the training split only\n",
+        "    vectorizer.fit([t for split in (corpus.train, corpus.val, corpus.test) for t, _ in split])\n"
+        "    x_train = vectorizer.transform([t for t, _ in corpus.train])\n",
+        (T_LEAKAGE,),
+    ),
+    Plant(
+        "linear-redraws-split-under-fixed-split",
+        "the linear reference and the RNN variants see the same split of each seed, --fixed-split included",
+        ABLATION,
+        '            tasks.append(RunTask(LINEAR, "linear", base, seed, plan.fixed_split, fingerprint))\n',
+        '            tasks.append(RunTask(LINEAR, "linear", base, seed, False, fingerprint))\n',
+        (T_LEAKAGE,),
+    ),
+    Plant(
+        "split-ignores-split-seed",
+        "the per-seed train/validation split depends on data.split_seed and the seed",
+        ABLATION,
+        "    stream = int(np.random.SeedSequence([split_seed, seed]).generate_state(1)[0])\n",
+        "    stream = int(np.random.SeedSequence([seed]).generate_state(1)[0])\n",
+        (T_LEAKAGE,),
+    ),
+    Plant(
+        "split-seeds-added",
+        "each (data.split_seed, seed) pair draws its own split: (1, 0) is not (0, 1)",
+        ABLATION,
+        "    stream = int(np.random.SeedSequence([split_seed, seed]).generate_state(1)[0])\n",
+        "    stream = split_seed + seed\n",
+        (T_LEAKAGE,),
+    ),
+    Plant(
+        "run-key-ignores-data-settings",
+        "a run's key changes with every setting that changes its result, data.* included",
+        ABLATION,
+        '        config["data"].pop("source")  # the data are identified by their content, not their path\n'
+        '        if self.kind == "linear":  # the reference does not depend on the RNN\'s settings\n'
+        '            config = {"data": config["data"]}\n',
+        '        if self.kind == "linear":  # the reference does not depend on the RNN\'s settings\n'
+        "            config = {}\n"
+        '        config.pop("data", None)  # the data are identified by their content (the fingerprint)\n',
+        (T_IDENTITY,),
+    ),
+    Plant(
+        "fingerprint-ignores-labels",
+        "relabelled data get a new fingerprint, so old runs are not reused",
+        ABLATION,
+        "        h.update(json.dumps(split, ensure_ascii=False).encode())\n",
+        "        h.update(json.dumps([text for text, _ in split], ensure_ascii=False).encode())\n",
+        (T_IDENTITY,),
+    ),
+    Plant(
+        "combined-bootstrap-unpaired-seeds",
+        "the seeds + test-set interval resamples A's and B's seeds together (the shared seed effect cancels)",
+        STATS,
+        "        replicates[start : start + B] = (row_w * diff).sum(axis=1) / S\n",
+        "        row_w_b = _draw_counts(rng, B, S)  # [B, S]\n"
+        "        m_a, m_b = _per_seed_metric(a, y, col_w, metric, k), _per_seed_metric(b, y, col_w, metric, k)\n"
+        "        replicates[start : start + B] = ((row_w * m_a).sum(axis=1) - (row_w_b * m_b).sum(axis=1)) / S\n",
+        (T_ORACLE,),
+    ),
+    Plant(
+        "min-effect-rule-on-observed-difference",
+        "'no detectable difference' only when these seeds would detect min_effect (MDE <= min_effect)",
+        STATS,
+        "    if mde <= min_effect:\n",
+        "    if abs(cmp.mean_diff) <= min_effect:\n",
+        (T_ORACLE,),
+    ),
+    Plant(
+        "verdict-from-raw-p",
+        "'helps' and 'hurts' come from the Holm-adjusted p, never the raw one",
+        REPORT,
+        "            verdict = stats.verdict(cmp, p_adj, combined_ci=ci,",
+        "            verdict = stats.verdict(cmp, cmp.p_value, combined_ci=ci,",
+        (T_ORACLE,),
+    ),
+    Plant(
+        "verdict-ignores-test-set-interval",
+        "a verdict needs the seeds + test-set interval to confirm its direction",
+        REPORT,
+        "            ci = (combined[1], combined[2]) if combined is not None else None\n",
+        "            ci = None\n",
+        (T_ORACLE,),
+    ),
+    Plant(
+        "report-ignores-min-effect",
+        "the verdict uses the min_effect the user asked for",
+        REPORT,
+        "combined_ci=ci, min_effect=min_effect, min_seeds=MIN_SEEDS)",
+        "combined_ci=ci, min_effect=0.01, min_seeds=MIN_SEEDS)",
+        (T_ORACLE,),
+    ),
+    Plant(
+        "answer-above-below-inverted",
+        "the answer says whether the linear reference scores above or below the regularized model",
+        REPORT,
+        '        relation = "above" if lin.mean > a.mean else "below"\n',
+        '        relation = "above" if lin.mean < a.mean else "below"\n',
+        (T_ORACLE,),
+    ),
+    Plant(
+        "combined-interval-on-accuracy-for-f1",
+        "the seeds + test-set interval is computed on the metric the comparison uses",
+        REPORT,
+        '                    metric="accuracy" if metric == "test_acc" else "macro_f1",\n',
+        '                    metric="accuracy",\n',
+        (T_ORACLE,),
+    ),
+    Plant(
+        "csv-p-columns-swapped",
+        "summary.csv's columns hold what their headers say",
+        REPORT,
+        '            "p_value",\n            "p_holm",\n',
+        '            "p_holm",\n            "p_value",\n',
+        (T_ORACLE,),
+    ),
+    Plant(
+        "failed-run-never-retried",
+        "a failed run is retried by the next sweep",
+        SWEEP,
+        '    todo = [t for t in tasks if state.records.get(t.key, {}).get("status") not in ("ok", "diverged")]\n',
+        "    todo = [t for t in tasks if t.key not in state.records]\n",
+        (T_SCHEDULER,),
+    ),
+    Plant(
+        "duplicate-variants-trained-twice",
+        "identical variants share one run",
+        SWEEP,
+        "    todo = list({t.key: t for t in todo}.values())  # a variant identical to another runs once\n",
+        "",
+        (T_SCHEDULER,),
+    ),
+    Plant(
+        "worker-threads-not-set",
+        "each worker runs with the torch threads the sweep gave it",
+        SWEEP,
+        "    torch.set_num_threads(threads)\n    _WORKER_CORPUS = corpus\n",
+        "    _WORKER_CORPUS = corpus\n",
+        (T_SCHEDULER,),
+    ),
+    Plant(
+        "manifest-compares-description",
+        "an --out holding runs of other data is refused, told apart by the data's fingerprint",
+        SWEEP,
+        '        if isinstance(old, dict) and old.get("fingerprint") != manifest["fingerprint"]:\n',
+        '        if isinstance(old, dict) and old.get("data") != manifest["data"]:\n',
+        (T_SCHEDULER,),
+    ),
+    Plant(
+        "lock-released-before-the-sweep",
+        "the --out lock is held from before the first run to after the last write",
+        CLI,
+        "    with OutputLock(out):\n        fingerprint = data_fingerprint(corpus)\n",
+        "    with OutputLock(out):\n        pass\n    if True:\n        fingerprint = data_fingerprint(corpus)\n",
+        (T_SCHEDULER,),
+    ),
+    Plant(
+        "atomic-write-folder-fsync-dropped",
+        "an atomic write fsyncs the folder after the rename",
+        FSIO,
+        "        Path(tmp).unlink(missing_ok=True)\n        raise\n    _fsync_dir(path.parent)\n",
+        "        Path(tmp).unlink(missing_ok=True)\n        raise\n",
+        (T_DURABILITY,),
+    ),
+    Plant(
+        "atomic-write-folder-fsync-before-rename",
+        "an atomic write fsyncs the folder after the rename, not before",
+        FSIO,
+        "        os.replace(tmp, path)\n    except BaseException:\n        Path(tmp).unlink(missing_ok=True)\n"
+        "        raise\n    _fsync_dir(path.parent)\n",
+        "        _fsync_dir(path.parent)\n        os.replace(tmp, path)\n    except BaseException:\n"
+        "        Path(tmp).unlink(missing_ok=True)\n        raise\n",
+        (T_DURABILITY,),
+    ),
+    Plant(
+        "append-new-file-folder-fsync-dropped",
+        "an append that creates its file fsyncs the folder",
+        FSIO,
+        "    if created:  # a new file's name lives in its folder",
+        "    if False:  # a new file's name lives in its folder",
+        (T_DURABILITY,),
     ),
     # ---- data
     Plant(
