@@ -89,3 +89,31 @@ def test_what_the_machine_lacks_stays_could_not_run() -> None:
 )
 def test_machine_limits_are_told_from_the_models_own_errors(error: Exception, lacks: bool) -> None:
     assert model_checks._machine_lacks(error) is lacks
+
+
+class TinyOutputDropout(nn.Module):
+    """Mean of embeddings -> dropout(p) -> linear: 16 rows x 8 features = 128 dropout units a pass."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(40, 8)
+        self.drop = nn.Dropout(p)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+        keep = torch.arange(tokens.shape[1])[None, :] < lengths[:, None]  # [B, T]
+        pooled = (self.embed(tokens) * keep[..., None]).sum(1) / lengths[:, None]  # [B, E]
+        return self.head(self.drop(pooled))
+
+
+def test_a_tiny_dropout_is_not_called_inert_by_the_chance_that_six_passes_drop_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 18 rows x 8 features = 144 dropout units a pass. At p = 1e-4 a pass drops nothing with probability 0.986, so
+    # six passes agree by chance (93%); 64 passes see a drop with probability 1 - 0.986^63 = 59%, and at the check's
+    # fixed seed they do. The point is the budget: a correct dropout is only called inert after 64 silent passes.
+    model = fresh(lambda: TinyOutputDropout(1e-4))
+    checks.check_dropout_active(model, make_batch())
+    monkeypatch.setattr(model_checks, "_MAX_PASSES", 6)  # the earlier budget: this seed's six passes drop nothing
+    with pytest.raises(InvariantViolation, match="6 train-mode passes under different seeds gave bitwise-identical"):
+        checks.check_dropout_active(model, make_batch())

@@ -287,12 +287,16 @@ class _RandomOpRecorder(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+_MAX_PASSES = 64
+
+
 def check_dropout_active(model: Any, batch: Batch, *, passes: int = 6, call: Call | None = None) -> CheckPassed:
     """Train mode is stochastic: train-mode logits change from one pass (and seed) to the next.
 
     A configured dropout that does nothing fails, like the notebook's one-layer ``nn.LSTM(dropout=0.3)``. The batch
     is tiled to at least 16 rows and ``passes`` passes are compared to the first, so a small dropout on a small
-    batch is not missed by the chance that two masks coincide.
+    batch is not missed by the chance that two masks coincide; when all of them agree, more passes are drawn (64 in
+    all) before the model is failed, so a correct small p is not flagged by the chance that no mask drops anything.
     """
     invariant = "train mode is stochastic (dropout acts)"
     batch = _prepare(model, batch, call)
@@ -305,6 +309,13 @@ def check_dropout_active(model: Any, batch: Batch, *, passes: int = 6, call: Cal
             torch.manual_seed(_SEED + offset)
             outs.append(_logits(model, tokens, lengths, invariant, call))
         identical = all(torch.equal(outs[0], o) for o in outs[1:])
+        # Before calling a dropout inert, draw up to _MAX_PASSES passes: a tiny p (0.001 on a few units) can leave
+        # six passes undropped by chance, but not 64 unless it is below ~1e-4 per unit.
+        offset = len(outs)
+        while identical and offset < _MAX_PASSES:
+            torch.manual_seed(_SEED + offset)
+            identical = torch.equal(outs[0], _logits(model, tokens, lengths, invariant, call))
+            offset += 1
         random_calls: list[str] = []
         if identical:  # one more pass, recording what forward draws at random
             with _RandomOpRecorder() as recorder:
@@ -331,7 +342,7 @@ def check_dropout_active(model: Any, batch: Batch, *, passes: int = 6, call: Cal
             )
         _fail(
             invariant,
-            f"{len(outs)} train-mode passes under different seeds gave bitwise-identical logits",
+            f"{max(len(outs), _MAX_PASSES)} train-mode passes under different seeds gave bitwise-identical logits",
             cause,
             "for a one-layer RNN, drop its input or output instead (e.g. locked dropout on the embeddings, dropout "
             "before the classifier) or use num_layers >= 2; pass training=self.training to functional dropout",
