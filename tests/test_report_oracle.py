@@ -711,6 +711,41 @@ def test_random_tables_give_verdicts_consistent_with_holm_p_and_both_intervals(
             assert v.mde == pytest.approx(_mde(cmp.sd_diff, cmp.n), rel=1e-6, abs=1e-12)
 
 
+@settings(max_examples=30, deadline=None)
+@given(seed_tables())
+def test_random_tables_give_the_oracles_summaries_and_verdicts(
+    drawn: tuple[list[str], int, dict[str, dict[int, int | None]], int],
+) -> None:
+    plan, records, keys, _ = _random_sweep(*drawn)
+    _, seeds, table, _ = drawn
+    report = build_report(
+        plan, records, keys, data="random", y_test=Y_SMALL.tolist(), n_boot=200, min_effect=MIN_EFFECT
+    )
+    for row in report.variants:
+        values = [c / N_SMALL for c in table[row.name].values() if c is not None]
+        s = row.metrics["test_acc"]
+        assert (row.seeds, row.failed) == (len(values), seeds - len(values))
+        if not values:
+            assert s is None
+            continue
+        assert s is not None
+        for got, want in zip((s.n, s.mean, s.std, s.ci_low, s.ci_high), _t_summary(values), strict=True):
+            assert _close_or_both_nan(got, want, rel=1e-9, abs_=1e-12), (row.name, s, values)
+    diffs = {}
+    for c in report.comparisons:
+        paired = [s for s in range(seeds) if table[c.a][s] is not None and table[c.b][s] is not None]
+        if len(paired) >= 2:
+            diffs[(c.a, c.b)] = np.array([(table[c.a][s] - table[c.b][s]) / N_SMALL for s in paired])  # type: ignore[operator]
+    holm = dict(zip(diffs, _holm([_paired_p(d) for d in diffs.values()]), strict=True))
+    for c in report.comparisons:
+        if (c.a, c.b) not in diffs:
+            continue
+        assert c.verdict is not None and c.combined is not None
+        label, text, mde = _expected_verdict(diffs[(c.a, c.b)], holm[(c.a, c.b)], c.combined[1:], MIN_EFFECT)
+        assert (c.verdict.label, c.verdict.text) == (label, text), (c.a, c.b, diffs[(c.a, c.b)], c.p_adjusted)
+        assert _close_or_both_nan(c.verdict.mde, mde, rel=1e-6, abs_=1e-12)
+
+
 @settings(max_examples=15, deadline=None)
 @given(seed_tables())
 def test_random_tables_show_the_same_numbers_in_csv_json_and_markdown(
