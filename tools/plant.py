@@ -11,7 +11,8 @@ A plant is **caught** when pytest reports failing tests (exit 1); **missed** whe
 pytest could not run them (exit 2-5: the plant broke imports, or the files moved); **stale** when its old text no
 longer occurs exactly once (the code changed: update the plant). Exit status 0 only when every plant is caught.
 
-    python tools/plant.py                 # every plant (~25 min on a busy 2-core box, ~45 s a plant)
+    python tools/plant.py                 # every plant (~30 min on a busy 2-core box: ~45 s a plant of the
+                                          # training core, ~10 s one of the ablation harness)
     python tools/plant.py --list          # names, files and claims
     python tools/plant.py gal-mask-redrawn-every-step vocab-sees-val-and-test   # a few by name
 
