@@ -900,6 +900,17 @@ def test_run_checks_turns_crashes_into_failures_with_the_exception_type() -> Non
 
     rows = run_checks(broken)
     assert all(r.status == "FAIL" and "RuntimeError: no weights file" in r.detail for r in rows[:5])
+    # ... and names the line of the user's code that raised it
+    assert all(re.search(r"raised at .*test_checks\.py:\d+ \(broken\): raise RuntimeError", r.detail) for r in rows[:5])
+
+
+def test_run_checks_names_the_users_line_when_a_checked_function_crashes() -> None:
+    def loss(logits: Tensor, targets: Tensor, eps: float) -> Tensor:
+        return F.cross_entropy(logits, targets, label_smoothing=eps, reduction="nonsense")
+
+    (row,) = run_checks(loss_fn=loss, only=["label_smoothing"])
+    assert row.status == "FAIL" and row.detail.startswith("ValueError: nonsense is not a valid value for reduction")
+    assert re.search(r"raised at .*test_checks\.py:\d+ \(loss\): return F\.cross_entropy", row.detail)
 
 
 def test_run_checks_skips_model_checks_without_an_embedding() -> None:

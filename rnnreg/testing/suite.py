@@ -23,6 +23,7 @@ from torch import nn
 
 from rnnreg.data import PAD_ID, Batch
 from rnnreg.testing import checks, regularizers
+from rnnreg.testing._base import _user_line
 
 __all__ = [
     "FUNCTION_CHECKS",
@@ -138,8 +139,10 @@ def _run(
         return CheckResult(name, "NOT RUN", str(e))
     except checks.CheckNotApplicable as e:
         return CheckResult(name, "SKIP", str(e))
-    except Exception as e:  # a crash in the user's code is a failed check, reported with its type
-        return CheckResult(name, "FAIL", f"{type(e).__name__}: {e}{hint(e) if hint is not None else ''}")
+    except Exception as e:  # a crash in the user's code is a failed check, reported with its type and line
+        where = _user_line(e)
+        at = f" (raised at {where})" if where else ""
+        return CheckResult(name, "FAIL", f"{type(e).__name__}: {e}{at}{hint(e) if hint is not None else ''}")
     return CheckResult(name, "PASS", info.detail if info is not None else "")
 
 
@@ -217,7 +220,9 @@ def _model_rows(
         try:
             model = model_factory()
         except Exception as e:
-            return all_rows("FAIL", f"model_factory() raised {type(e).__name__}: {e}")
+            where = _user_line(e)
+            at = f" (raised at {where})" if where else ""
+            return all_rows("FAIL", f"model_factory() raised {type(e).__name__}: {e}{at}")
     if call is None and not callable(model):
         return all_rows("FAIL", f"model_factory() returned {type(model).__name__}, not a model(tokens, lengths)")
     if vocab_size is not None:
