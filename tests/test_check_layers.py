@@ -11,17 +11,24 @@ from __future__ import annotations
 import functools
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given
 from reference_models import correct as ref
 from reference_models import styles
+from reference_models.cases import (
+    LockedDropout,
+    MaskedDropout,
+    per_sequence,
+)
 from torch import Tensor, nn
 
 from rnnreg.testing import checks, layer_checks
+from rnnreg.testing import strategies as rst
 from rnnreg.testing.checks import InvariantViolation, NotEnoughEvidence
 
 CAUSE = r"(.|\n)*Likely cause: .*"
@@ -282,3 +289,195 @@ def test_the_probability_rule_is_one_function() -> None:
     assert layer_checks._check_probability(0.25) == 0.25
     with pytest.raises(ValueError, match="p = 0 drops nothing"):
         layer_checks._check_probability(0)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    # Runs after conftest's thread setting. These models are tiny: intra-op threads only add synchronization, and
+    # on a busy 2-core machine this file took 79 s with 2 threads against 7 s with 1.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Locked dropout
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@given(p=rst.dropout_probs(max_p=0.9, min_p=0.01))
+def test_locked_dropout_done_right_passes(p: float) -> None:
+    checks.check_locked_dropout(LockedDropout(p), p=p)
+
+
+@pytest.mark.parametrize(
+    ("layer", "match"),
+    [
+        (nn.Dropout(0.3), "changes over time"),  # a fresh mask per step
+        (MaskedDropout(0.3, lambda B, T, D: (1, T, D)), "changes over time"),  # awd-lstm's time-first mask
+        (MaskedDropout(0.3, lambda B, T, D: (B, T, 1)), "changes over time"),  # whole time steps dropped
+        (MaskedDropout(0.3, lambda B, T, D: (1, 1, D)), "all 64 sequences got the same mask"),
+        (MaskedDropout(0.3, lambda B, T, D: (B, 1, 1)), "keeps or drops all its features together"),
+        (MaskedDropout(0.3, per_sequence, inverted=False), "not rescaled"),
+        (MaskedDropout(0.3, per_sequence, keep_prob=0.3), "entries dropped"),  # p taken as the keep probability
+        (MaskedDropout(0.3, per_sequence, in_eval=True), "eval mode is not the identity"),
+    ],
+    ids=["nn.Dropout", "time-first", "time-steps", "shared-batch", "whole-sequence", "non-inverted", "keep-p", "eval"],
+)
+def test_buggy_locked_dropouts_fail(layer: nn.Module, match: str) -> None:
+    with pytest.raises(InvariantViolation, match=match):
+        checks.check_locked_dropout(layer, p=0.3)
+
+
+@given(p=rst.dropout_probs(max_p=0.9, min_p=0.05))
+def test_time_first_locked_dropout_fails_on_batch_first_input_for_any_p(p: float) -> None:
+    with pytest.raises(InvariantViolation, match="changes over time"):
+        checks.check_locked_dropout(MaskedDropout(p, lambda B, T, D: (1, T, D)), p=p)
+
+
+def test_locked_dropout_check_leaves_layer_mode_and_rng_unchanged() -> None:
+    layer = LockedDropout(0.5).eval()
+    rng = torch.get_rng_state()
+    checks.check_locked_dropout(layer, p=0.5)
+    assert not layer.training and not layer.drop.training
+    assert torch.equal(torch.get_rng_state(), rng)
+
+
+class FixedCountDropout(nn.Module):
+    """Inverted locked dropout that drops exactly ``count`` of the B*D (sequence, feature) entries (a fixed set)."""
+
+    def __init__(self, p: float, count: int) -> None:
+        super().__init__()
+        self.p, self.count = p, count
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training:
+            return x
+        B, _, D = x.shape
+        self.calls = getattr(self, "calls", 0) + 1  # another fixed set on each call: the mask is not cached
+        order = torch.randperm(B * D, generator=torch.Generator().manual_seed(3 + self.calls))
+        keep = torch.ones(B * D).index_fill(0, order[: self.count], 0.0).view(B, 1, D)
+        return x * keep / (1 - self.p)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"p": 1.0}, "p must be"),
+        ({"p": -0.1}, "p must be"),
+        ({"p": False}, "p must be"),
+        ({"p": "0.3"}, "p must be"),
+        ({"p": 0.3, "shape": (4, 1, 4)}, "T >= 2"),
+        ({"p": 0.3, "shape": (0, 4, 4)}, "positive sides"),
+    ],
+    ids=["p-one", "p-negative", "p-bool", "p-string", "one-step", "no-rows"],
+)
+def test_locked_dropout_check_rejects_bad_arguments(kwargs: dict[str, Any], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        checks.check_locked_dropout(LockedDropout(0.3), **kwargs)
+
+
+@pytest.mark.parametrize("shape", [(1, 2, 1), (1, 8, 64), (64, 8, 1), (4, 2, 3)], ids=str)
+def test_locked_dropout_done_right_passes_at_the_smallest_shapes(shape: tuple[int, int, int]) -> None:
+    # One sequence, one feature or two steps: the shared-mask and whole-sequence tests need B > 1 and D > 1.
+    checks.check_locked_dropout(LockedDropout(0.3), p=0.3, shape=shape)
+
+
+@pytest.mark.parametrize(
+    ("layer", "match"),
+    [
+        (lambda x: x.mean(dim=1), r"in train mode it returned \(64, 64\)"),
+        (lambda x: (x, None), "in train mode it returned tuple"),
+    ],
+    ids=["wrong-shape", "tuple"],
+)
+def test_locked_dropout_layer_returning_another_shape_is_a_type_error(
+    layer: Callable[[Tensor], Any], match: str
+) -> None:
+    with pytest.raises(TypeError, match=match):
+        checks.check_locked_dropout(layer, p=0.3)
+
+
+class ShapeChangingInEval(LockedDropout):
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x) if self.training else x[:, :1]
+
+
+def test_locked_dropout_layer_changing_shape_in_eval_is_a_type_error_naming_the_mode() -> None:
+    with pytest.raises(TypeError, match=r"in eval mode it returned \(64, 1, 64\)"):
+        checks.check_locked_dropout(ShapeChangingInEval(0.3), p=0.3)
+
+
+class FlipsHalfTheFeatures(LockedDropout):
+    """Locked dropout, except that at time step 1 the first half of the features take the opposite keep/drop."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = super().forward(x)
+        if self.training:
+            D = x.shape[2]
+            mask = out[:, 1, : D // 2] / x[:, 1, : D // 2]  # [B, D/2] in {0, 1/(1-p)}
+            out[:, 1, : D // 2] = x[:, 1, : D // 2] * torch.where(mask == 0, 1 / (1 - self.drop.p), 0.0)
+        return out
+
+
+def test_locked_dropout_report_says_how_many_pairs_change_over_time() -> None:
+    with pytest.raises(InvariantViolation, match=r"changes over time for 50% of \(sequence, feature\) pairs"):
+        checks.check_locked_dropout(FlipsHalfTheFeatures(0.3), p=0.3)
+
+
+class ScalesByKeepInEval(LockedDropout):
+    """Non-inverted dropout's eval: multiplies by 1 - p instead of returning the input."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x) if self.training else x * (1 - self.drop.p)
+
+
+def test_eval_scaling_is_reported_as_the_output_input_ratio() -> None:
+    with pytest.raises(InvariantViolation, match=r"eval mode is not the identity: .*\(mean output/input 0\.7\)"):
+        checks.check_locked_dropout(ScalesByKeepInEval(0.3), p=0.3)
+
+
+def test_locked_dropout_check_restores_a_layer_in_train_mode() -> None:
+    layer = LockedDropout(0.3).train()
+    checks.check_locked_dropout(layer, p=0.3)
+    assert layer.training and layer.drop.training
+
+
+def test_a_wrongly_scaled_mask_is_not_diagnosed_as_non_inverted() -> None:
+    class ScaledByOneOverP(MaskedDropout):
+        def forward(self, x: Tensor) -> Tensor:
+            scale = (1 - self.p) / self.p if self.training else 1.0  # 1/p where 1/(1-p) belongs
+            return super().forward(x) * scale
+
+    with pytest.raises(InvariantViolation, match="does more than multiply by a 0/1 mask"):
+        checks.check_locked_dropout(ScaledByOneOverP(0.3, per_sequence), p=0.3)
+
+
+@pytest.mark.parametrize(
+    ("mask_shape", "shape", "match"),
+    [
+        (lambda B, T, D: (1, 1, D), (2, 8, 64), "all 2 sequences got the same mask"),
+        (lambda B, T, D: (B, 1, 1), (64, 8, 2), "keeps or drops all its features together"),
+    ],
+    ids=["two-sequences", "two-features"],
+)
+def test_shared_masks_are_caught_from_two_sequences_or_two_features(
+    mask_shape: Callable[[int, int, int], tuple[int, ...]], shape: tuple[int, int, int], match: str
+) -> None:
+    with pytest.raises(InvariantViolation, match=match):
+        checks.check_locked_dropout(MaskedDropout(0.3, mask_shape), p=0.3, shape=shape)
+
+
+@pytest.mark.parametrize(("sigmas", "passes"), [(4.5, True), (-4.5, True), (5.5, False), (-5.5, False)])
+def test_locked_dropout_drop_rate_bound_is_five_binomial_sigma(sigmas: float, passes: bool) -> None:
+    # The docstring's bound, probed with a layer that drops an exact count per call: at p = 0.3 one call of 64*64
+    # entries already expects ~1,229 drops, so the check makes its minimum of 2 calls: n = 2*64*64 entries.
+    n, p = 2 * 64 * 64, 0.3
+    per_call = round((n * p + sigmas * math.sqrt(n * p * (1 - p))) / 2)
+    if passes:
+        passed = checks.check_locked_dropout(FixedCountDropout(p, per_call), p=p)
+        assert f"drop rate {2 * per_call / n:.4f}" in passed.detail
+    else:
+        with pytest.raises(InvariantViolation, match=rf"{2 * per_call} of {n} .* entries dropped over 2 calls"):
+            checks.check_locked_dropout(FixedCountDropout(p, per_call), p=p)

@@ -8,14 +8,29 @@ user says a decay is configured (``expect_decay=True``) and passes otherwise. Ke
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import torch
 from reference_models import correct as ref
 from reference_models import styles
-from torch import nn
+from reference_models.cases import (
+    _grads,
+    adam,
+    adam_l2_from_squared_norm,
+    adamw,
+    adamw_without_lr,
+    clip_always_rescales,
+    clip_crashes_on_missing_grad,
+    clip_creates_missing_grads,
+    clip_norm_then_value,
+    clip_per_tensor,
+    clip_removes_grads,
+    clip_returns_nothing,
+    sgd_momentum,
+)
+from torch import Tensor, nn
 
 from rnnreg.testing import checks
 from rnnreg.testing.checks import InvariantViolation
@@ -29,7 +44,9 @@ def fresh(build: Callable[[], nn.Module]) -> nn.Module:
 
 
 @pytest.mark.parametrize(
-    "groups", [styles.bert_groups, ref.nanogpt_groups, ref.hf_trainer_groups, ref.timm_style_groups], ids=str
+    "groups",
+    [styles.bert_groups, ref.nanogpt_groups, ref.hf_trainer_groups, ref.timm_style_groups],
+    ids=lambda f: f.__name__,
 )
 def test_decay_recipes_pass_when_a_decay_is_expected(groups: Callable[[nn.Module], Any]) -> None:
     checks.check_decay_groups(fresh(ref.TransformerClassifier), groups, expect_decay=True)
@@ -98,3 +115,181 @@ def test_an_optimizer_without_defaults_is_judged_by_its_groups_only() -> None:
 
     passed = checks.check_decay_groups(model, Duck())
     assert "does not read" not in passed.detail
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    # Runs after conftest's thread setting. These models are tiny: intra-op threads only add synchronization, and
+    # on a busy 2-core machine this file took 79 s with 2 threads against 7 s with 1.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Gradient clipping and weight decay
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def clip_returns_post_norm(params: list[Tensor], max_norm: float) -> Tensor:
+    nn.utils.clip_grad_norm_(params, max_norm)
+    return nn.utils.get_total_norm(_grads(params))
+
+
+def test_clip_grad_norm_passes() -> None:
+    checks.check_gradient_clipping(nn.utils.clip_grad_norm_)
+
+
+@pytest.mark.parametrize(
+    ("clip_fn", "match"),
+    [
+        (clip_per_tensor, "each tensor's own norm is <= max_norm(.|\n)*like tf.keras clipnorm"),
+        (clip_returns_post_norm, "that is the post-clip norm"),
+        (clip_returns_nothing, "returned None instead of the pre-clip global norm"),
+        (clip_always_rescales, "changed although the norm is below max_norm"),
+        (clip_crashes_on_missing_grad, "one .grad = None"),
+    ],
+    ids=lambda v: getattr(v, "__name__", "")[:30],
+)
+def test_buggy_clipping_fails(clip_fn: Callable[[list[Tensor], float], Any], match: str) -> None:
+    with pytest.raises(InvariantViolation, match=match):
+        checks.check_gradient_clipping(clip_fn)
+
+
+def sgd(params: list[Tensor], lr: float, wd: float) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=lr, weight_decay=wd)
+
+
+class AdamWDecayAfterUpdate(torch.optim.Adam):
+    """Hand-written AdamW that decays the already-updated weights."""
+
+    def __init__(self, params: list[Tensor], lr: float, wd: float) -> None:
+        super().__init__(params, lr=lr)
+        self.wd = wd
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> None:  # type: ignore[override]
+        super().step()
+        for group in self.param_groups:
+            for p in group["params"]:
+                p.mul_(1 - group["lr"] * self.wd)
+
+
+@pytest.mark.parametrize(
+    ("make", "decoupled"),
+    [(adamw, True), (sgd, True), (adam, False), (sgd, False), (sgd_momentum, False), (AdamWDecayAfterUpdate, True)],
+    ids=["AdamW-decoupled", "SGD-decoupled", "Adam-coupled", "SGD-coupled", "SGD-momentum-coupled", "decay-after"],
+)
+def test_pytorch_optimizers_pass_weight_decay_check(make: Callable[..., Any], decoupled: bool) -> None:
+    checks.check_weight_decay(make, decoupled=decoupled)
+
+
+@pytest.mark.parametrize(
+    ("make", "decoupled", "match"),
+    [
+        (adam, True, "moved by about lr(.|\n)*Adam with coupled L2"),  # "AdamW" implemented as coupled L2
+        (adamw_without_lr, True, "not multiplied by lr"),
+        (sgd_momentum, True, "at step 2 the update differs"),  # the decay enters the momentum buffer
+        (adamw, False, "decays p directly"),
+        (adam_l2_from_squared_norm, False, "the weights differ"),  # Adam's first step is sign-like: step 2,
+    ],
+    ids=["Adam-as-AdamW", "AdamW-no-lr", "SGD-momentum", "AdamW-as-L2", "L2-doubled"],
+)
+def test_buggy_weight_decay_fails(make: Callable[..., Any], decoupled: bool, match: str) -> None:
+    with pytest.raises(InvariantViolation, match=match):
+        checks.check_weight_decay(make, decoupled=decoupled)
+
+
+def test_weight_decay_needs_a_declared_kind() -> None:
+    with pytest.raises(TypeError, match="decoupled must be True"):
+        checks.check_weight_decay(adamw, decoupled=None)  # type: ignore[arg-type]
+
+
+def clip_by_mean_square_norm(params: list[Tensor], max_norm: float) -> Tensor:
+    """Total norm taken as the root-mean-square of the per-tensor norms (a mean where a sum belongs)."""
+    norm = nn.utils.get_total_norm(_grads(params))
+    wrong = torch.stack([g.norm() for g in _grads(params)]).pow(2).mean().sqrt()
+    for g in _grads(params):
+        g.mul_(torch.clamp(max_norm / wrong, max=1.0))
+    return norm
+
+
+def clip_returns_python_float(params: list[Tensor], max_norm: float) -> float:
+    return float(nn.utils.clip_grad_norm_(params, max_norm))
+
+
+def clip_returns_squared_norm(params: list[Tensor], max_norm: float) -> Tensor:
+    return nn.utils.clip_grad_norm_(params, max_norm) ** 2
+
+
+def adamw_ignoring_wd(params: list[Tensor], lr: float, wd: float) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+
+
+def adamw_decaying_twice(params: list[Tensor], lr: float, wd: float) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(params, lr=lr, weight_decay=2 * wd)
+
+
+def sgd_l2_doubled(params: list[Tensor], lr: float, wd: float) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=lr, weight_decay=2 * wd)
+
+
+@pytest.mark.parametrize(
+    ("clip_fn", "match"),
+    [
+        (clip_removes_grads, "gradients were removed or reshaped"),
+        (clip_norm_then_value, r"gradient \d was scaled by .* the direction changed"),
+        (clip_by_mean_square_norm, "the scaling factor is not max_norm / total_norm"),
+    ],
+    ids=lambda v: getattr(v, "__name__", ""),
+)
+def test_more_clipping_bugs_fail_with_their_diagnosis(
+    clip_fn: Callable[[list[Tensor], float], Any], match: str
+) -> None:
+    with pytest.raises(InvariantViolation, match=match):
+        checks.check_gradient_clipping(clip_fn)
+
+
+def test_clip_failure_names_max_norm_and_the_pre_clip_norm() -> None:
+    # The first case's tensors have norms 6, 4, 5, 3 (x max_norm = 1): pre-clip norm sqrt(86) = 9.27362.
+    with pytest.raises(InvariantViolation, match=r"max_norm=1\.0, pre-clip norm 9\.27362\] clip_fn returned None"):
+        checks.check_gradient_clipping(clip_returns_nothing)
+
+
+def test_a_frozen_parameter_must_keep_grad_none() -> None:
+    with pytest.raises(InvariantViolation, match=r"a parameter whose \.grad was None got a gradient"):
+        checks.check_gradient_clipping(clip_creates_missing_grads)
+
+
+def test_clip_returning_the_norm_as_a_python_float_passes() -> None:
+    checks.check_gradient_clipping(clip_returns_python_float)
+
+
+def test_a_wrong_return_value_is_not_called_the_post_clip_norm() -> None:
+    with pytest.raises(InvariantViolation, match="instead of the pre-clip global norm") as err:
+        checks.check_gradient_clipping(clip_returns_squared_norm)
+    assert "post-clip" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("make", "decoupled", "match"),
+    [
+        (adamw_ignoring_wd, True, "nothing decayed"),
+        (adamw_decaying_twice, True, r"the decay factor is not 1 - lr\*wd"),
+        (sgd_l2_doubled, False, "at step 1 the weights differ"),
+    ],
+    ids=["wd-ignored", "decayed-twice", "SGD-L2-doubled"],
+)
+def test_more_weight_decay_bugs_fail_with_their_diagnosis(
+    make: Callable[..., Any], decoupled: bool, match: str
+) -> None:
+    with pytest.raises(InvariantViolation, match=match):
+        checks.check_weight_decay(make, decoupled=decoupled)
+
+
+def test_weight_decay_result_names_the_kind_it_verified() -> None:
+    decoupled = checks.check_weight_decay(adamw, decoupled=True)
+    coupled = checks.check_weight_decay(adam, decoupled=False)
+    assert decoupled.invariant.startswith("decoupled") and decoupled.detail.startswith("decoupled")
+    assert coupled.invariant.startswith("coupled") and coupled.detail.startswith("coupled")
