@@ -117,19 +117,59 @@ def reverse_index(lengths: Tensor, max_len: int, device: torch.device | None = N
     return (within + max_len * torch.arange(B, device=device)[:, None]).reshape(-1)  # (B*T,)
 
 
+def reverse_index_time_major(lengths: Tensor, max_len: int, device: torch.device | None = None) -> Tensor:
+    """:func:`reverse_index` for a ``(T*B, ...)`` view of time-major memory: row ``t*B + b`` is step t of row b."""
+    B = lengths.shape[0]
+    lengths = lengths.to(device)
+    steps = torch.arange(max_len, device=device)[:, None]  # (T, 1)
+    within = torch.where(steps < lengths[None, :], lengths[None, :] - 1 - steps, steps)  # (T, B)
+    return (within * B + torch.arange(B, device=device)[None, :]).reshape(-1)  # (T*B,)
+
+
+def is_time_major(x: Tensor) -> bool:
+    """Whether ``x[B, T, ...]`` is stored time-major (``x.transpose(0, 1)`` contiguous) and not batch-major too."""
+    return not x.is_contiguous() and x.transpose(0, 1).is_contiguous()
+
+
+def time_major(x: Tensor) -> Tensor:
+    """``x[B, T, ...]`` stored time-major, the layout the RNN kernels read: a copy only when it is not already.
+
+    nn.LSTM/nn.GRU with ``batch_first=True`` transpose their input to (T, B, ...) and make it contiguous, and give
+    their output back as a transposed view; keeping activations time-major spares those copies, forward and
+    backward. Values are unchanged: only the memory order differs.
+    """
+    if x.dim() < 2 or x.shape[0] == 1 or x.shape[1] == 1 or is_time_major(x):
+        return x  # one row or one step: both orders are the same memory
+    return x.transpose(0, 1).contiguous().transpose(0, 1)
+
+
 def reverse_within_lengths(x: Tensor, lengths: Tensor, index: Tensor | None = None) -> Tensor:
-    """``x[B, T, D]`` with each sequence's first ``lengths[b]`` steps reversed and its pads left in place."""
+    """``x[B, T, D]`` with each sequence's first ``lengths[b]`` steps reversed and its pads left in place.
+
+    ``index`` (to reuse one) must fit x's memory order: :func:`reverse_index` for a batch-major (contiguous) x,
+    :func:`reverse_index_time_major` for a time-major one; the two agree where B or T is 1. The result keeps x's
+    order.
+    """
     B, T, D = x.shape  # batch, time, features
+    # One row gather on the flat view of x's memory: cheaper than a (B, T, D) index for torch.gather.
+    if is_time_major(x):
+        if index is None:
+            index = reverse_index_time_major(lengths, T, x.device)
+        return x.transpose(0, 1).reshape(T * B, D).index_select(0, index).view(T, B, D).transpose(0, 1)
     if index is None:
         index = reverse_index(lengths, T, x.device)
-    # One row gather on the flat (B*T, D) view: cheaper than a (B, T, D) index for torch.gather.
     return x.reshape(B * T, D).index_select(0, index).view(B, T, D)
 
 
 def gather_last(x: Tensor, lengths: Tensor) -> Tensor:
     """``x[b, lengths[b] - 1]`` for every b: the state after each sequence's last real token. (B, D)"""
     rows = torch.arange(x.shape[0], device=x.device)
-    return x[rows, lengths.to(x.device) - 1]  # (B, D)
+    last = lengths.to(x.device) - 1
+    if is_time_major(x):
+        # Index the time-major memory itself: the gradient (zeros but for these rows) is then built time-major
+        # too, as the RNN's backward wants it, instead of batch-major and copied.
+        return x.transpose(0, 1)[last, rows]  # (B, D)
+    return x[rows, last]  # (B, D)
 
 
 def masked_mean(x: Tensor, lengths: Tensor) -> Tensor:
@@ -204,7 +244,7 @@ def rnn_step_loop(
             n = torch.tanh(x_n + r * h_n)
             h = (1 - z) * n + z * h
         outputs.append(h)
-    return torch.stack(outputs, dim=1)  # (B, T, H)
+    return torch.stack(outputs, dim=0).transpose(0, 1)  # (B, T, H), stored time-major as nn.LSTM's output
 
 
 # ------------------------------------------------------------------------------------- autocast and RNN kernels
@@ -277,11 +317,13 @@ def time_segments(lengths: Tensor, max_segments: int = 4) -> list[tuple[int, int
 # The cost of one more time segment, measured with one torch thread (torch 2.13, oneDNN's LSTM, forward + backward
 # of one direction on an AMD EPYC with AVX-512): a call costs about 0.35 ms plus 2 ns per weight of the layer (the
 # weights are reordered at every call), one row-step (one sequence through one time step) about 60 ps per weight.
-# For E = H = 128 a call costs as much as ~75 row-steps, for H = 256 ~40, for H = 32 ~300. bf16 halves the
-# row-step and not the call, so there a cut pays off a little less often than this says; the optimum is flat.
+# For E = H = 128 a call costs as much as ~75 row-steps, for H = 256 ~40, for H = 32 ~300. Where the kernels run
+# bf16 a row-step costs ~0.6 of that (4.9 vs 8.0 us at E = H = 128, B = 64) and a call no less, so a cut must skip
+# more padding to pay off. The optimum is flat: a factor of 2 off costs a few percent of the kernel time at most.
 CALL_FIXED_S = 350e-6
 CALL_PER_WEIGHT_S = 2e-9
 ROW_STEP_PER_WEIGHT_S = 60e-12
+LOW_PRECISION_ROW_STEP = 0.6  # a bf16 row-step's cost over an fp32 one's (oneDNN, AVX512-BF16)
 
 
 def segment_call_cost(layer_weights: Sequence[int]) -> float:
@@ -307,7 +349,7 @@ def plan_segments(lengths: Tensor | Sequence[int], call_cost: float) -> list[tup
     """
     if call_cost < 0 or call_cost != call_cost:
         raise ValueError(f"call_cost must be >= 0 row-steps (got {call_cost!r}); see segment_call_cost")
-    ascending = sorted(int(n) for n in lengths)
+    ascending = sorted(lengths.tolist() if isinstance(lengths, Tensor) else [int(n) for n in lengths])
     B = len(ascending)
     cuts = [0, *sorted(set(ascending))]  # candidate boundaries; cuts[-1] = max(lengths)
     # active[i]: rows longer than cuts[i], the ones a piece starting there runs
@@ -340,16 +382,18 @@ def run_in_segments(
     (after its piece dropped it) hold zeros, steps it ran past its length hold values of pads: both lie beyond
     the row's length, which pooling and the next layers never read.
     """
-    B = x.shape[0]
+    B, T = x.shape[:2]
     if len(segments) == 1 and segments[0][2] == B:  # one piece on every row: one call, nothing to slice or pad
-        out, _ = step(x[:, : segments[0][1]].contiguous(), None)
+        stop = segments[0][1]
+        out, _ = step(x if stop == T else x[:, :stop], None)
         return out  # (B, T_run, H)
+    # Pieces go in as views (the kernel makes its own contiguous time-major copy) and come back time-major.
     outs, state = [], None
     for start, stop, active in segments:
         state = _map_state(state, functools.partial(_first_rows, n=active))  # (layers*dirs, n, H)
-        out, state = step(x[:active, start:stop].contiguous(), state)  # (n, stop - start, H)
-        outs.append(F.pad(out, (0, 0, 0, 0, 0, B - active)))  # (B, stop - start, H)
-    return torch.cat(outs, dim=1)  # (B, T_run, H)
+        out, state = step(x[:active, start:stop], state)  # (n, stop - start, H)
+        outs.append(F.pad(out.transpose(0, 1), (0, 0, 0, B - active)))  # (stop - start, B, H)
+    return torch.cat(outs, dim=0).transpose(0, 1)  # (B, T_run, H), stored time-major
 
 
 # -------------------------------------------------------------------------------------------------- module shells

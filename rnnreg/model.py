@@ -14,6 +14,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 from rnnreg.config import ModelConfig
 from rnnreg.layers import (
+    LOW_PRECISION_ROW_STEP,
     RNN_TYPES,
     EmbeddingDropout,
     LockedDropout,
@@ -21,12 +22,14 @@ from rnnreg.layers import (
     WeightDrop,
     masked_pool,
     plan_segments,
-    reverse_index,
+    reverse_index_time_major,
     reverse_within_lengths,
     rnn_step_loop,
+    rnn_supports_autocast,
     run_in_segments,
     run_rnn,
     segment_call_cost,
+    time_major,
 )
 
 
@@ -128,11 +131,13 @@ class SequenceClassifier(nn.Module):
         lengths = lengths.cpu()[order]  # (B,)
         T = int(lengths[0])  # time actually run
         tokens = tokens.index_select(0, order.to(tokens.device))[:, :T]  # (B, T)
-        segments = plan_segments(lengths, self.segment_call_cost)
-        x = self.embedding(tokens)  # (B, T, E)
+        segments = plan_segments(lengths, self._call_cost(tokens.device.type))
+        # Activations are (B, T, .) but stored time-major, as the RNN kernels read them (see time_major): the
+        # embedding of tokens.t() is laid out so, and the element-wise dropouts keep their input's layout.
+        x = self.embedding(tokens.t()).transpose(0, 1)  # (B, T, E)
         x = self.embed_drop(x, tokens)  # (B, T, E)
         x = self.input_drop(x)  # (B, T, E)
-        flip = reverse_index(lengths, T, x.device) if self.cfg.bidirectional else None  # (B*T,)
+        flip = reverse_index_time_major(lengths, T, x.device) if self.cfg.bidirectional else None  # (T*B,)
         outs: list[Tensor] = []
         for k in range(self.cfg.num_layers):
             if k > 0:
@@ -141,6 +146,7 @@ class SequenceClassifier(nn.Module):
                 if flip is not None:
                     outs[1] = reverse_within_lengths(outs[1], lengths, flip)
                 x = self.hidden_drop(torch.cat(outs, dim=2))  # (B, T, D*H)
+                x = time_major(x)  # (B, T, D*H): the one copy the kernels of both directions would each make
             outs = [self._run_direction(f"l{k}", x, segments)]  # (B, T, H)
             if flip is not None:
                 # Reversed within each length, pads stay last: the same segments apply. This output stays in
@@ -153,6 +159,14 @@ class SequenceClassifier(nn.Module):
         pooled = pooled.index_select(0, torch.argsort(order).to(pooled.device))  # back to the caller's row order
         return self.head(self.output_drop(pooled))  # (B, C)
 
+    def _call_cost(self, device_type: str) -> float:
+        """``segment_call_cost`` in the row-steps of the precision the RNN kernels will run in."""
+        if torch.is_autocast_enabled(device_type):
+            dtype = torch.get_autocast_dtype(device_type)
+            if dtype != torch.float32 and rnn_supports_autocast(self.cfg.rnn, device_type, dtype):
+                return self.segment_call_cost / LOW_PRECISION_ROW_STEP
+        return self.segment_call_cost
+
     def _run_direction(self, name: str, x: Tensor, segments: list[tuple[int, int, int]]) -> Tensor:
         """All hidden states ``(B, T, H)`` of the one-direction RNN ``rnns[name]`` over ``x[B, T, D]``."""
         rnn = cast(WeightDrop, self.rnns[name])
@@ -160,14 +174,14 @@ class SequenceClassifier(nn.Module):
             raw = dict(rnn.rnn.named_parameters())
             w_hh = rnn.dropped_weights()["weight_hh_l0"]  # weight drop still applies on the slow path
             weights = (raw["weight_ih_l0"], w_hh, raw["bias_ih_l0"], raw["bias_hh_l0"])
-            return rnn_step_loop(x, weights, self.cfg.rnn, self.cfg.recurrent_p, training=True)
+            return time_major(rnn_step_loop(x, weights, self.cfg.rnn, self.cfg.recurrent_p, training=True))
         # One DropConnect mask for the whole pass, shared by its time segments.
         dropped = rnn.dropped_weights() if self.training and rnn.weight_p > 0 else None
 
         def step(piece: Tensor, state: Any) -> tuple[Tensor, Any]:
             return run_rnn(rnn, piece, self.cfg.rnn, state, weights=dropped)
 
-        return run_in_segments(step, x, segments)
+        return time_major(run_in_segments(step, x, segments))  # a no-op for the kernels' own output
 
     def extra_repr(self) -> str:
         c = self.cfg

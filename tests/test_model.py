@@ -627,6 +627,19 @@ def test_a_bucketed_batch_runs_one_call_per_direction_and_spread_lengths_run_few
     assert calls["l0"][0] == 64 and calls["l0"] == sorted(calls["l0"], reverse=True)  # shorter rows drop out
 
 
+def test_where_the_lstm_runs_bf16_a_cut_must_skip_more_padding() -> None:
+    """A cut at 28 skips 32 rows x 3 steps = 96 row-steps: more than one fp32 call of the defaults' LSTM (~78),
+    less than one bf16 call (~130, its row-steps are cheaper); without bf16 kernels the plan stays fp32's."""
+    torch.manual_seed(0)
+    model = SequenceClassifier(ModelConfig(**NO_DROPOUT), V, C).eval()
+    lengths = torch.tensor([31] * 32 + [28] * 32)
+    tokens = torch.randint(1, V, (64, 31), generator=torch.Generator().manual_seed(0))
+    assert rnn_calls(model, tokens, lengths)["l0"] == [64, 32]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        bf16_calls = rnn_calls(model, tokens, lengths)["l0"]
+    assert bf16_calls == ([64] if bare_lstm_runs_bf16() else [64, 32])
+
+
 @given(shape=model_shapes, batch=batches, extra=st.integers(0, 6), seed=rst.seeds())
 def test_segmented_eval_logits_ignore_more_padding_and_garbage_in_pad_slots(
     shape: dict, batch: Batch, extra: int, seed: int
