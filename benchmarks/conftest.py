@@ -23,7 +23,8 @@ def _torch_threads() -> None:
 
 @pytest.fixture(scope="session")
 def record_step(pytestconfig: pytest.Config) -> Callable[[str, str, float], None]:
-    """``record_step(name, precision, median_s)`` for the goal ratios printed after the run."""
+    """``record_step(name, precision, median_s)`` for the goal ratios printed after the run; a name "main:x" or
+    "mainep:x" is model x's row of the main job's step or epoch."""
     timings = pytestconfig.stash.setdefault(TIMINGS, {})
 
     def record(name: str, precision: str, median_s: float) -> None:
@@ -36,11 +37,15 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatu
     timings = config.stash.get(TIMINGS, {})
     if not timings:
         return
-    step = {key: (s * 1e3, None) for key, s in timings.items() if not key[0].startswith("epoch_")}
-    epoch = {key: (s * 1e3, None) for key, s in timings.items() if key[0].startswith("epoch_")}
+    groups: dict[str, bench.Timed] = {"step": {}, "epoch": {}, "main": {}, "mainep": {}}
+    for (name, precision), seconds in timings.items():
+        group, _, model = name.rpartition(":")  # "main:floor" -> the main job's rows; "floor" -> the goals' shape
+        group = group or ("epoch" if name.startswith("epoch_") else "step")
+        groups[group][(model, precision)] = (seconds * 1e3, None)
     hw = bench.probe_hardware(THREADS)
     terminalreporter.section(f"rnnreg goals ({THREADS} threads; medians of this run, cases timed one after another)")
     for line in hw.describe():
         terminalreporter.write_line(line)
-    for goal in bench.goals_from(step, epoch):
+    found = bench.goals_from(groups["step"], groups["epoch"], main=groups["main"], main_epoch=groups["mainep"])
+    for goal in [g for g in found if "sweeps" not in g.what]:  # the sweeps' rows are not recorded here
         terminalreporter.write_line(goal.describe(cpu=False))

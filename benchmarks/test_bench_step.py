@@ -4,7 +4,9 @@ Shapes (``rnnreg bench``'s full run): B=64, T=128 (lengths 64..128, fixed by see
 hidden 256, one BiLSTM layer, 2 classes; AdamW + clip by norm + label smoothing 0.1. Rows: the kernel floor (one
 fused padded nn.LSTM, :class:`rnnreg.bench.PaddedLSTM`), the regularized model, the same with every ``*_p`` = 0,
 the notebook's packed model; fp32 and bf16 autocast on CPU, fp16 + GradScaler and bf16 on CUDA (``gpu``); step
-time over lengths and batch sizes; one epoch on ``movies`` with and without length bucketing. Run with
+time over lengths and batch sizes; the main job's own work (``rnnreg train``'s default model against the floor at
+its sizes: one step on the p90 bucketed batch of ``movies`` and one epoch of the same bucketed batches, fp32, and
+bf16 where the LSTM runs bf16 kernels); one epoch on ``movies`` with and without length bucketing. Run with
 ``tox -e bench``; the summary prints the goal ratios (reported, never asserted: timings belong to the machine).
 
 pytest-benchmark times each case on its own, one after another; ``rnnreg bench`` interleaves the cases of a
@@ -21,7 +23,7 @@ import torch
 from pytest_benchmark.fixture import BenchmarkFixture
 
 from rnnreg import bench
-from rnnreg.data import DatasetUnavailableError
+from rnnreg.data import Batch, DatasetUnavailableError
 from rnnreg.fit import Prepared
 from rnnreg.step import StepStats, train_step
 
@@ -117,3 +119,57 @@ def test_epoch_movies(benchmark: BenchmarkFixture, record_step: Record, movies: 
     assert walls and all(w > 0 for w in walls)  # one call under --benchmark-disable, warm-up + rounds otherwise
     if benchmark.stats is not None:
         record_step("epoch_bucketed" if bucket else "epoch_random", "fp32", benchmark.stats.stats.median)
+
+
+# ------------------------------------------------------------------------------------------- the main job's work
+
+# fp32, and bf16 only where the LSTM really runs bf16 kernels (probed at run time, as `rnnreg bench` does).
+MAIN_PRECISIONS = bench.main_precisions("cpu", bench.probe_hardware(1))
+
+
+@pytest.fixture(scope="module")
+def main_work(movies: Prepared) -> bench.Workload:
+    return bench.main_workload(movies, "movies")
+
+
+def main_step_case(name: str, precision: str, work: bench.Workload, batch: Batch) -> bench.StepCase:
+    if precision not in MAIN_PRECISIONS:
+        pytest.skip("bf16 is not native on this CPU: the LSTM would run its fp32 kernels")
+    return bench.main_case(name, precision, work.vocab_size, batch, "cpu")
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("name", ["floor", bench.MAIN_MODEL])
+def test_step_main_job(
+    benchmark: BenchmarkFixture, record_step: Record, main_work: bench.Workload, name: str, precision: str
+) -> None:
+    """One train_step of the default model (or the floor at its sizes) on the p90 bucketed movies batch."""
+    case = main_step_case(name, precision, main_work, main_work.batch)
+
+    def step() -> StepStats:
+        return train_step(case.model, case.batch, case.optimizer, case.scaler, case.cfg)
+
+    stats = benchmark.pedantic(step, rounds=ROUNDS, warmup_rounds=WARMUP, iterations=1)
+    assert math.isfinite(stats.loss) and stats.logits.shape == (len(main_work.batch), bench.NUM_CLASSES)
+    if benchmark.stats is not None:
+        record_step(f"main:{name}", precision, benchmark.stats.stats.median)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("name", ["floor", bench.MAIN_MODEL])
+def test_epoch_main_job(
+    benchmark: BenchmarkFixture, record_step: Record, main_work: bench.Workload, name: str, precision: str
+) -> None:
+    """One epoch of train_step over the main job's bucketed movies batches (the same batches for every case)."""
+    case = main_step_case(name, precision, main_work, main_work.epoch[0])
+    losses: list[float] = []
+
+    def epoch() -> None:
+        for batch in main_work.epoch:
+            losses.append(train_step(case.model, batch, case.optimizer, case.scaler, case.cfg).loss)
+
+    # One untimed epoch first: it creates the kernels of every batch shape.
+    benchmark.pedantic(epoch, rounds=EPOCH_ROUNDS, warmup_rounds=1, iterations=1)
+    assert losses and all(math.isfinite(x) for x in losses)
+    if benchmark.stats is not None:
+        record_step(f"mainep:{name}", precision, benchmark.stats.stats.median)

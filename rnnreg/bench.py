@@ -656,16 +656,16 @@ def main_precisions(device: str, hardware: Hardware) -> tuple[str, ...]:
     return ("fp32", "bf16") if hardware.lstm_bf16 else ("fp32",)
 
 
+def main_case(name: str, precision: str, vocab_size: int, batch: Batch, device: str) -> StepCase:
+    """A :class:`StepCase` of the main job: ``build_main(name)`` trained with the default TrainConfig."""
+    cfg = dataclasses.replace(TrainConfig(), amp=AMP[precision], device=device)
+    return StepCase(name, precision, build_main(name, vocab_size).to(device), batch, cfg)
+
+
 def _main_cases(cfg: BenchConfig, work: Workload, precisions: Sequence[str], batch: Batch) -> list[StepCase]:
-    """The floor and the default model, each in every precision, with the main job's TrainConfig."""
+    """The floor and the default model, each in every precision."""
     return [
-        StepCase(
-            name,
-            precision,
-            build_main(name, work.vocab_size).to(cfg.device),
-            batch,
-            dataclasses.replace(TrainConfig(), amp=AMP[precision], device=cfg.device),
-        )
+        main_case(name, precision, work.vocab_size, batch, cfg.device)
         for precision in precisions
         for name in ("floor", MAIN_MODEL)
     ]
