@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 from rnnreg.testing import checks
 from rnnreg.testing.checks import InvariantViolation
+from rnnreg.testing.suite import run_checks
 
 CAUSE = r"(.|\n)*Likely cause: .*"
 
@@ -293,3 +294,15 @@ def test_weight_decay_result_names_the_kind_it_verified() -> None:
     coupled = checks.check_weight_decay(adam, decoupled=False)
     assert decoupled.invariant.startswith("decoupled") and decoupled.detail.startswith("decoupled")
     assert coupled.invariant.startswith("coupled") and coupled.detail.startswith("coupled")
+
+
+def test_run_checks_passes_expect_decay_to_the_decay_groups_check() -> None:
+    def build() -> nn.Module:
+        return ref.TransformerClassifier()
+
+    (expected,) = run_checks(
+        build, groups_fn=styles.buggy_hf_groups_config_default, expect_decay=True, only=["decay_groups"]
+    )
+    assert expected.status == "FAIL" and "but expect_decay=True" in expected.detail
+    (plain,) = run_checks(build, groups_fn=styles.buggy_hf_groups_config_default, only=["decay_groups"])
+    assert plain.status == "PASS" and "none decays" in plain.detail

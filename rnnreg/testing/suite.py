@@ -261,11 +261,13 @@ def _layer(
     return check(factory(), p=p, **options)
 
 
-def _decay_groups(model_factory: Callable[[], Any], groups_fn: Callable[..., Any], seed: int) -> checks.CheckPassed:
+def _decay_groups(
+    model_factory: Callable[[], Any], groups_fn: Callable[..., Any], seed: int, expect_decay: bool | None
+) -> checks.CheckPassed:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = model_factory()
-    return regularizers.check_decay_groups(model, groups_fn)
+    return regularizers.check_decay_groups(model, groups_fn, expect_decay=expect_decay)
 
 
 def run_checks(
@@ -277,6 +279,7 @@ def run_checks(
     decoupled: bool | None = None,
     train_step: Callable[..., Any] | None = None,
     groups_fn: Callable[..., Any] | None = None,
+    expect_decay: bool | None = None,
     locked_dropout: Callable[[], Any] | None = None,
     embedding_dropout: Callable[[], Any] | None = None,
     weight_drop: Callable[[], Any] | None = None,
@@ -299,6 +302,7 @@ def run_checks(
         train_step: ``train_step(model, batch, optimizer, scaler, max_norm)`` with plain cross-entropy (AMP order
             and the GradScaler protocol).
         groups_fn: ``groups_fn(model) -> optimizer`` for the model of ``model_factory`` (decay groups).
+        expect_decay: True when a weight decay is configured: groups that decay nothing then fail.
         locked_dropout, embedding_dropout, weight_drop: zero-argument factories of the layers, built with dropout
             probability ``layer_p`` (0 < p < 1: p = 0 cannot be observed).
         input_size: the width of the inputs ``weight_drop``'s module takes (inferred from its RNN when None; give it
@@ -372,7 +376,7 @@ def run_checks(
         if groups_fn is None or model_factory is None:
             rows.append(CheckResult("decay_groups", "SKIP", "needs a model factory and groups_fn(model) -> optimizer"))
         else:
-            rows.append(_run("decay_groups", partial(_decay_groups, model_factory, groups_fn, seed)))
+            rows.append(_run("decay_groups", partial(_decay_groups, model_factory, groups_fn, seed, expect_decay)))
     return rows
 
 
