@@ -137,7 +137,7 @@ NON_DEFAULT: dict[str, tuple[str, object]] = {
     "train.eval_batch_size": ("128", 128),
     "train.lr": ("0.01", 0.01),
     "train.optimizer": ("sgd", "sgd"),
-    "train.weight_decay": ("0.1", 0.1),
+    "train.weight_decay": ("0.05", 0.05),
     "train.decay_embedding": ("false", False),
     "train.decay_bias_and_norm": ("true", True),
     "train.momentum": ("0.5", 0.5),
