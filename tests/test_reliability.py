@@ -129,7 +129,19 @@ def test_divergence_limit_zero_never_stops() -> None:
 
 
 def test_diverged_cli_run_exits_1_with_one_line(csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    argv = _train(csv, tmp_path / "run", "--set", "train.lr=1e30", "--set", "train.clip=none", epochs=30)
+    # patience 0: the validation score of a run whose every step is skipped never improves, and early stopping
+    # would end it at epoch 4, before the divergence limit
+    argv = _train(
+        csv,
+        tmp_path / "run",
+        "--set",
+        "train.lr=1e30",
+        "--set",
+        "train.clip=none",
+        "--set",
+        "train.patience=0",
+        epochs=30,
+    )
     code, _, err = _run(argv, capsys)  # the default limit (50) is reached in epoch 13 of 4 steps each
     assert code == 1
     assert "training diverged: 50 consecutive steps" in _one_error_line(err)

@@ -252,7 +252,7 @@ def test_sigterm_then_sigkill_mid_sweep_lose_only_the_runs_in_flight(tmp_path: P
         (["--seeds", "0"], "--seeds must be >= 1 (got 0)"),
         (["--workers", "0"], "--workers must be >= 1 (got 0)"),
         (["--threads", "0"], "--threads must be >= 1 (got 0)"),
-        (["--epochs", "0"], "--epochs must be >= 1 (got 0)"),
+        (["--epochs", "0"], "--max-epochs must be >= 1 (got 0)"),
         (["--variant", "x", "model.nope=1"], "--variant x: --set model.nope: unknown key"),
         (["--variant", "x", "model.input_p=2"], "--variant x: model.input_p must be a probability"),
         (["--executor", "threads"], "--executor must be one of process, ray (got 'threads')"),
