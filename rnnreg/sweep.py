@@ -92,7 +92,16 @@ class RunStore:
 
     def append(self, record: dict[str, Any]) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        append_line(self.path, json.dumps(record, sort_keys=True, allow_nan=True))
+        line = json.dumps(record, sort_keys=True, allow_nan=True)
+        # A SIGKILL can tear a long write between pages; start on a fresh line so the torn one stays alone (and is
+        # ignored by load) instead of swallowing this record.
+        if self.path.exists() and self.path.stat().st_size:
+            with open(self.path, "rb") as f:
+                f.seek(-1, os.SEEK_END)
+                torn = f.read(1) != b"\n"
+            if torn:
+                append_line(self.path, "")  # ends the torn line
+        append_line(self.path, line)
 
 
 def check_manifest(folder: Path, manifest: dict[str, Any], *, force: bool) -> None:
