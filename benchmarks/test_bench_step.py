@@ -23,7 +23,8 @@ import torch
 from pytest_benchmark.fixture import BenchmarkFixture
 
 from rnnreg import bench
-from rnnreg.data import Batch, DatasetUnavailableError
+from rnnreg.batch import Batch
+from rnnreg.data import DatasetUnavailableError
 from rnnreg.fit import Prepared
 from rnnreg.step import StepStats, train_step
 

@@ -27,8 +27,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from rnnreg.batch import PAD_ID, Batch, batch_indices, collate
 from rnnreg.config import DataConfig, Experiment, ModelConfig, TrainConfig
-from rnnreg.data import PAD_ID, Batch, DatasetUnavailableError, batch_indices, collate
+from rnnreg.data import DatasetUnavailableError
 from rnnreg.fit import Prepared, fit, prepare
 from rnnreg.layers import gather_last, rnn_supports_autocast, run_rnn
 from rnnreg.model import build_model

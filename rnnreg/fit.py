@@ -24,8 +24,9 @@ from sklearn.metrics import f1_score
 from torch import Tensor, nn
 
 from rnnreg import fsio, mechanisms
+from rnnreg.batch import iterate_batches
 from rnnreg.config import DataConfig, Experiment, TrainConfig
-from rnnreg.data import Corpus, Vocab, build_vocab, encode, iterate_batches, load_corpus
+from rnnreg.data import Corpus, Vocab, build_vocab, encode, load_corpus
 from rnnreg.model import build_model
 from rnnreg.step import (
     eval_logits,

@@ -46,7 +46,7 @@ def check_inputs(tokens: object, lengths: object, vocab_size: int) -> None:
     if tokens.dim() != 2 or tokens.dtype != torch.int64:
         raise ValueError(
             f"tokens must be a 2-D int64 tensor [batch, time] (got shape {tuple(tokens.shape)}, dtype {tokens.dtype}); "
-            "use rnnreg.data.collate, or tokens.long()"
+            "use rnnreg.batch.collate, or tokens.long()"
         )
     B, T = tokens.shape  # batch, time
     if B == 0 or T == 0:

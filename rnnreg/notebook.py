@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
+from rnnreg.batch import Batch
 from rnnreg.config import DataConfig, Experiment, ModelConfig, TrainConfig
-from rnnreg.data import Batch
 from rnnreg.fit import fit, prepare
 from rnnreg.model import build_model
 from rnnreg.step import make_optimizer, make_scaler, train_step

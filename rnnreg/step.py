@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rnnreg.batch import Batch
 from rnnreg.config import TrainConfig
-from rnnreg.data import Batch
 
 AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 

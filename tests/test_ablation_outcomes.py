@@ -14,8 +14,9 @@ import torch
 import torch.nn.functional as F
 
 from rnnreg.ablation import TRICKS
+from rnnreg.batch import iterate_batches
 from rnnreg.config import DataConfig, Experiment, ModelConfig, TrainConfig
-from rnnreg.data import iterate_batches, load_corpus
+from rnnreg.data import load_corpus
 from rnnreg.fit import Prepared, fit, prepare
 from rnnreg.model import build_model
 from rnnreg.step import make_optimizer, make_scaler, train_step

@@ -17,7 +17,7 @@ import torch
 from reference_models import correct as ref
 from torch import nn
 
-from rnnreg.data import Batch, collate
+from rnnreg.batch import Batch, collate
 from rnnreg.testing import adapters, checks, regularizers
 from rnnreg.testing.suite import run_checks
 

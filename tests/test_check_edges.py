@@ -273,7 +273,7 @@ def test_pad_content_rejects_no_extra_columns() -> None:
 
 
 def _batch() -> Any:
-    from rnnreg.data import collate
+    from rnnreg.batch import collate
 
     return collate([([3, 4, 5], 0), ([6], 1)])
 

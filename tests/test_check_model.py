@@ -40,7 +40,7 @@ from reference_models.cases import (
 )
 from torch import Tensor, nn
 
-from rnnreg.data import PAD_ID, Batch, collate
+from rnnreg.batch import PAD_ID, Batch, collate
 from rnnreg.testing import checks, model_checks
 from rnnreg.testing import strategies as rst
 from rnnreg.testing.checks import CheckCouldNotRun, InvariantViolation

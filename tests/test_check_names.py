@@ -15,7 +15,7 @@ from reference_models import buggy
 from reference_models import correct as ref
 from torch import Tensor, nn
 
-from rnnreg.data import Batch, collate
+from rnnreg.batch import Batch, collate
 from rnnreg.testing import checks, regularizers
 from rnnreg.testing.checks import CheckPassed, InvariantViolation
 

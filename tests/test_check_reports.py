@@ -15,8 +15,8 @@ import torch
 from reference_models import correct as ref
 from torch import Tensor, nn
 
+from rnnreg.batch import Batch
 from rnnreg.cli import main
-from rnnreg.data import Batch
 from rnnreg.testing import adapters, checks
 from rnnreg.testing.report import summary, to_json, to_junit
 from rnnreg.testing.suite import CheckResult, pytest_checks, run_checks

@@ -27,7 +27,7 @@ from reference_models.cases import (
 )
 from torch import nn
 
-from rnnreg.data import Batch
+from rnnreg.batch import Batch
 from rnnreg.testing import checks
 from rnnreg.testing.checks import InvariantViolation
 

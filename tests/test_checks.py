@@ -57,7 +57,7 @@ from reference_models.cases import (
 )
 from torch import Tensor, nn
 
-from rnnreg.data import Batch
+from rnnreg.batch import Batch
 from rnnreg.testing import checks
 from rnnreg.testing.checks import InvariantViolation
 from rnnreg.testing.suite import CheckResult, load_object, run_checks

@@ -136,7 +136,7 @@ def test_evaluate_matches_sklearn_and_restores_the_mode(data: Prepared, experime
     m = evaluate(model, data.val)
     assert model.training
     model.eval()
-    from rnnreg.data import iterate_batches
+    from rnnreg.batch import iterate_batches
 
     (batch,) = list(iterate_batches(data.val, 1000, shuffle=False, bucket=False))
     with torch.no_grad():

@@ -17,8 +17,9 @@ import torch
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from rnnreg.batch import Batch, collate
 from rnnreg.config import DataConfig, Experiment, ModelConfig, apply_overrides, valid_keys
-from rnnreg.data import Batch, Corpus, collate, load_corpus, tokenize
+from rnnreg.data import Corpus, load_corpus, tokenize
 from rnnreg.model import build_model
 
 HANG_S = 30  # far beyond any input here (milliseconds each): only a real hang reaches it

@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from rnnreg.batch import PAD_ID, Batch
 from rnnreg.config import ModelConfig
-from rnnreg.data import PAD_ID, Batch
 from rnnreg.layers import dropout_mask
 from rnnreg.model import NotebookBiLSTM, RegularizerNoOpWarning, SequenceClassifier, build_model, check_inputs
 from rnnreg.step import low_precision_modules, probe_autocast

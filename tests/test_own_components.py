@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from rnnreg.batch import Batch, collate
 from rnnreg.config import ModelConfig, TrainConfig
-from rnnreg.data import Batch, collate
 from rnnreg.layers import LockedDropout
 from rnnreg.model import build_model
 from rnnreg.step import loss_fn, make_optimizer, make_scaler, train_step

@@ -22,8 +22,8 @@ from scipy.optimize import brentq
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
+from rnnreg.batch import PAD_ID, Batch, collate
 from rnnreg.config import TrainConfig
-from rnnreg.data import PAD_ID, Batch, collate
 from rnnreg.step import (
     autocast,
     loss_fn,

@@ -10,8 +10,8 @@ import torch
 from hypothesis import find, given, settings
 from hypothesis import strategies as st
 
+from rnnreg.batch import Batch, collate
 from rnnreg.config import ModelConfig
-from rnnreg.data import Batch, collate
 from rnnreg.testing import strategies as rst
 
 # find() stops at the first hit; the budget only bounds an (unexpected) miss, and generation is cheap.

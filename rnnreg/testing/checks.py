@@ -5,7 +5,7 @@ The checks live by topic: :mod:`~rnnreg.testing.model_checks` (whole models), :m
 :mod:`~rnnreg.testing.loss_checks` (label smoothing), :mod:`~rnnreg.testing.step_checks` (the AMP training step);
 what they share is in :mod:`~rnnreg.testing._base`. This module re-exports them all.
 
-Model checks take any ``model(tokens, lengths) -> logits[B, C]`` and a :class:`rnnreg.data.Batch`; a model with
+Model checks take any ``model(tokens, lengths) -> logits[B, C]`` and a :class:`rnnreg.batch.Batch`; a model with
 another call convention (``input_ids``/``attention_mask``, a ``PackedSequence``, a ``(logits, state)`` output) is
 checked through ``call=``, a function ``call(model, tokens, lengths) -> logits`` (see :mod:`rnnreg.testing.adapters`).
 Function checks take the function under test (a clip, a loss, an optimizer factory, a training step). Each check

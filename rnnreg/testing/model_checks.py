@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
-from rnnreg.data import PAD_ID, Batch
+from rnnreg.batch import PAD_ID, Batch
 from rnnreg.step import low_precision_modules
 from rnnreg.testing._base import (
     _AMP_RTOL,
@@ -79,8 +79,8 @@ def _validate_batch(batch: object) -> Batch:
     missing = [a for a in ("tokens", "lengths", "labels") if not isinstance(getattr(batch, a, None), Tensor)]
     if missing:
         raise TypeError(
-            f"batch must be an rnnreg.data.Batch with tensors tokens[B, T], lengths[B], labels[B] "
-            f"(got {type(batch).__name__} without {', '.join(missing)}); build one with rnnreg.data.collate"
+            f"batch must be an rnnreg.batch.Batch with tensors tokens[B, T], lengths[B], labels[B] "
+            f"(got {type(batch).__name__} without {', '.join(missing)}); build one with rnnreg.batch.collate"
         )
     tokens: Tensor = batch.tokens  # type: ignore[attr-defined]
     lengths: Tensor = batch.lengths  # type: ignore[attr-defined]

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnreg.data import PAD_ID, Batch
+from rnnreg.batch import PAD_ID, Batch
 from rnnreg.testing._base import (
     _AMP_RTOL,
     _SEED,

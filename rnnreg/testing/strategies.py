@@ -22,8 +22,8 @@ import torch
 from hypothesis import strategies as st
 from torch import Tensor
 
+from rnnreg.batch import PAD_ID, Batch
 from rnnreg.config import POOLINGS, RNNS, ModelConfig
-from rnnreg.data import PAD_ID, Batch
 
 __all__ = ["dropout_probs", "gradients", "logits", "model_configs", "padded_batches", "seeds"]
 
@@ -95,7 +95,7 @@ def padded_batches(
     pad_id: int = PAD_ID,
     max_extra_pad: int = 0,
 ) -> st.SearchStrategy[Batch]:
-    """Variable-length padded batches, laid out as :func:`rnnreg.data.collate` lays them out.
+    """Variable-length padded batches, laid out as :func:`rnnreg.batch.collate` lays them out.
 
     ``tokens[B, T]`` int64 with ``T = max(lengths)`` (so at least one row is at full length) plus 0 to
     ``max_extra_pad`` extra columns of pads (default 0: exactly collate's layout), pad positions hold

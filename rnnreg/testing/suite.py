@@ -21,7 +21,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from rnnreg.data import PAD_ID, Batch
+from rnnreg.batch import PAD_ID, Batch
 from rnnreg.testing import checks, regularizers
 from rnnreg.testing._base import _user_line
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnreg.data import PAD_ID, Batch, collate
+from rnnreg.batch import PAD_ID, Batch, collate
 from rnnreg.testing import checks
 
 VOCAB, CLASSES = 30, 3

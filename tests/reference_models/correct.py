@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnreg.data import PAD_ID
+from rnnreg.batch import PAD_ID
 from rnnreg.layers import EmbeddingDropout, LockedDropout, WeightDrop
 
 VOCAB, CLASSES = 40, 3
