@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from rnnreg.batch import PAD_ID, Batch, batch_indices, collate
 from rnnreg.config import DataConfig, Experiment, ModelConfig, TrainConfig
+from rnnreg.cores import free_cores
 from rnnreg.data import DatasetUnavailableError
 from rnnreg.fit import Prepared, fit, prepare
 from rnnreg.layers import gather_last, rnn_supports_autocast, run_rnn
@@ -161,23 +162,6 @@ class Hardware:
                 f"{' x 2 for bf16' if cpu.native_bf16 else ''})"
             )
         return lines
-
-
-def free_cores() -> int:
-    """The default thread count: cores this process may use, less the machine's load (1-minute average), >= 1.
-
-    On a shared machine a thread more than the free cores waits for a busy core at every parallel region.
-    """
-    try:
-        allowed = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        allowed = os.cpu_count() or 1
-    try:
-        load = os.getloadavg()[0]
-    except (AttributeError, OSError):
-        load = 0.0
-    idle = (os.cpu_count() or allowed) - load
-    return max(1, min(allowed, math.floor(idle + 0.5)))
 
 
 def probe_hardware(threads: int, cpuinfo: CpuInfo | None = None) -> Hardware:

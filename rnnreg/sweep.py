@@ -20,20 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from rnnreg.ablation import RunTask, run
+from rnnreg.cores import available_cores
 from rnnreg.data import Corpus
 from rnnreg.fsio import append_line, atomic_write_text
 
 EXECUTORS = ("process", "ray")
 MANIFEST = "ablate.json"
 RUNS = "runs.jsonl"
-
-
-def available_cores() -> int:
-    """Cores this process may use (the affinity mask where the OS has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS
-        return os.cpu_count() or 1
 
 
 def split_cores(
