@@ -357,8 +357,8 @@ PLANTS: tuple[Plant, ...] = (
         "adamw-as-adam",
         "adamw decays decoupled: one step with zero gradient gives p*(1-lr*wd)",
         STEP,
-        "        return torch.optim.AdamW(groups, lr=cfg.lr)\n",
-        "        return torch.optim.Adam(groups, lr=cfg.lr)\n",
+        "        return torch.optim.AdamW(groups, lr=cfg.lr, fused=True)\n",
+        "        return torch.optim.Adam(groups, lr=cfg.lr, fused=True)\n",
         (T_STEP,),
     ),
     Plant(
@@ -626,7 +626,7 @@ PLANTS: tuple[Plant, ...] = (
     Plant(
         "collate-pads-with-unk",
         "collate pads with PAD",
-        DATA,
+        "rnnreg/batch.py",
         "    tokens = torch.full((len(examples), max(lengths)), pad_id, dtype=torch.int64)\n",
         "    tokens = torch.full((len(examples), max(lengths)), 1, dtype=torch.int64)\n",
         (T_DATA,),
