@@ -7,6 +7,7 @@ what is missing.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import multiprocessing
@@ -27,6 +28,16 @@ from rnnreg.fsio import append_line, atomic_write_text
 EXECUTORS = ("process", "ray")
 MANIFEST = "ablate.json"
 RUNS = "runs.jsonl"
+
+
+def check_executor(executor: str, address: str | None) -> None:
+    """Refuse an unknown executor, an address without Ray, or Ray that is not installed; before anything runs."""
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor must be one of {', '.join(EXECUTORS)} (got {executor!r})")
+    if address and executor != "ray":
+        raise ValueError(f"address {address!r} names a Ray cluster; it needs executor='ray'")
+    if executor == "ray" and importlib.util.find_spec("ray") is None:
+        raise ValueError("executor 'ray' needs Ray: pip install 'rnnreg[ray]'")
 
 
 def split_cores(
@@ -97,8 +108,8 @@ class RunStore:
         append_line(self.path, line)
 
 
-def check_manifest(folder: Path, manifest: dict[str, Any], *, force: bool) -> None:
-    """Refuse an ``--out`` that holds runs of other data (unless ``force``); write this sweep's manifest."""
+def refuse_other_data(folder: Path, manifest: dict[str, Any], *, force: bool) -> None:
+    """Refuse an output folder that holds runs of other data (unless ``force``). Reads only."""
     path = Path(folder) / MANIFEST
     if path.exists() and not force:
         try:
@@ -108,8 +119,15 @@ def check_manifest(folder: Path, manifest: dict[str, Any], *, force: bool) -> No
         if isinstance(old, dict) and old.get("fingerprint") != manifest["fingerprint"]:
             raise ValueError(
                 f"{folder} holds runs of other data ({old.get('data', '?')}); this command's data: "
-                f"{manifest['data']}. Use another --out, or --force to add these runs beside them (nothing is deleted)"
+                f"{manifest['data']}. Use another output folder, or force=True to add these runs beside them "
+                "(nothing is deleted)"
             )
+
+
+def check_manifest(folder: Path, manifest: dict[str, Any], *, force: bool) -> None:
+    """:func:`refuse_other_data`, then write this sweep's manifest (call it holding the folder's lock)."""
+    refuse_other_data(folder, manifest, force=force)
+    path = Path(folder) / MANIFEST
     atomic_write_text(path, json.dumps(manifest, indent=2) + "\n")
 
 
@@ -296,10 +314,7 @@ def sweep(
         progress: a tqdm bar over the runs (default: only when stdout is a terminal).
         on_record: called with each new record, in the driver.
     """
-    if executor not in EXECUTORS:
-        raise ValueError(f"--executor must be one of {', '.join(EXECUTORS)} (got {executor!r})")
-    if address and executor != "ray":
-        raise ValueError("--address names a Ray cluster; add --executor ray")
+    check_executor(executor, address)
     state = store.load()
     keys = {t.key for t in tasks}
     todo = [t for t in tasks if state.records.get(t.key, {}).get("status") not in ("ok", "diverged")]
