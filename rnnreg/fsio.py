@@ -79,6 +79,29 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def check_output_file(path: Path, what: str, *, suffix: str | None = None, example: str | None = None) -> None:
+    """Raise ``ValueError`` saying what is wrong and the fix when the file ``path`` cannot be written.
+
+    ``what`` names the parameter in the message (e.g. ``"json path"``); ``suffix`` (e.g. ``".png"``) is required of
+    the name when given; ``example`` is a file name offered when ``path`` is a folder. Cheap: call it before long work
+    that ends in a write, so a bad path is refused first, and again before the write.
+    """
+    path = Path(path)
+    if suffix is not None and path.suffix.lower() != suffix:
+        fixed = path.parent / f"{path.stem or 'out'}{suffix}"
+        raise ValueError(f"{what} must name a {suffix} file (got {str(path)!r}); e.g. {str(fixed)!r}")
+    if path.is_dir():
+        hint = f", e.g. {str(path / example)!r}" if example else ""
+        raise ValueError(f"{what} {str(path)!r} is a folder; name a file in it{hint}")
+    parent = path.parent
+    if not parent.is_dir():
+        raise ValueError(
+            f"{what} {str(path)!r}: the folder {str(parent)!r} does not exist; create it or choose another path"
+        )
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ValueError(f"{what} {str(path)!r} is not writable; choose a path in a folder you can write to")
+
+
 def append_line(path: Path, line: str) -> None:
     """Append ``line`` and a newline with one ``write``, then fsync (and the folder, when this created the file).
 

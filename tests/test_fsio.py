@@ -182,3 +182,35 @@ def test_check_writable_catches_a_folder_that_refuses_new_files(
     monkeypatch.setattr(fsio.tempfile, "mkstemp", mkstemp)
     with pytest.raises(ValueError, match="Permission denied"):
         fsio.check_writable(tmp_path)
+
+
+def test_check_output_file_accepts_a_new_or_existing_file_in_a_folder(tmp_path: Path) -> None:
+    fsio.check_output_file(tmp_path / "new.json", "json path")
+    (tmp_path / "old.png").write_bytes(b"")
+    fsio.check_output_file(tmp_path / "old.png", "plot path", suffix=".png")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.png"]  # a check writes nothing
+
+
+def test_check_output_file_names_the_parameter_and_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refused(path: Path, **kwargs: str) -> str:
+        with pytest.raises(ValueError) as info:
+            fsio.check_output_file(path, "report path", **kwargs)
+        return str(info.value)
+
+    folder, missing = str(tmp_path), str(tmp_path / "no")
+    assert refused(tmp_path, example="r.json") == (
+        f"report path {folder!r} is a folder; name a file in it, e.g. {str(tmp_path / 'r.json')!r}"
+    )
+    assert refused(tmp_path) == f"report path {folder!r} is a folder; name a file in it"
+    assert refused(tmp_path / "no" / "r.json") == (
+        f"report path {str(tmp_path / 'no' / 'r.json')!r}: the folder {missing!r} does not exist; create it or "
+        "choose another path"
+    )
+    assert refused(tmp_path / "r.txt", suffix=".xml") == (
+        f"report path must name a .xml file (got {str(tmp_path / 'r.txt')!r}); e.g. {str(tmp_path / 'r.xml')!r}"
+    )
+    # Running as root ignores permission bits, so the refusal is injected where fsio asks.
+    monkeypatch.setattr(fsio.os, "access", lambda path, mode: False)
+    assert refused(tmp_path / "r.json") == (
+        f"report path {str(tmp_path / 'r.json')!r} is not writable; choose a path in a folder you can write to"
+    )
