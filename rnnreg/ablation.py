@@ -123,17 +123,16 @@ def preset_variants(preset: str, base: Experiment) -> tuple[list[Variant], list[
 def user_variant(spec: Sequence[str], base: Experiment) -> Variant:
     """``--variant NAME KEY=VALUE ...``: the base experiment with the overrides, checked as ``--set`` is."""
     if not spec:
-        raise ValueError("--variant needs a name, e.g. --variant small model.hidden_dim=64")
+        raise ValueError("a variant needs a name, then its settings, e.g. ['small', 'model.hidden_dim=64']")
     name, *overrides = spec
     if "=" in name:
         raise ValueError(
-            f"--variant {' '.join(spec)}: the first word is the variant's name (got {name!r}); "
-            f"e.g. --variant wide {name}"
+            f"variant {' '.join(spec)}: the first word is the variant's name (got {name!r}); e.g. wide {name}"
         )
     try:
         experiment = apply_overrides(base, overrides)
     except (ValueError, TypeError) as e:
-        raise type(e)(f"--variant {name}: {e}") from None
+        raise type(e)(f"variant {name}: {e}") from None
     return Variant(name, experiment, " ".join(overrides) or "the base settings")
 
 
@@ -152,15 +151,17 @@ def build_plan(
     ``epochs`` (``--epochs``), when given, sets every variant's ``train.epochs``, the notebook preset's included.
     """
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-        raise ValueError(f"--seeds must be >= 1 (got {seeds!r}); e.g. --seeds 5 (verdicts need at least 3)")
+        raise ValueError(f"seeds must be an int >= 1 (got {seeds!r}); e.g. 5 (verdicts need at least 3)")
     variants, comparisons = preset_variants(preset, base)
     for spec in user:
         v = user_variant(spec, base)
         if v.name == LINEAR or any(v.name == other.name for other in variants):
-            raise ValueError(f"--variant {v.name}: the name is taken; known: {', '.join(x.name for x in variants)}")
+            raise ValueError(f"variant {v.name}: the name is taken; known: {', '.join(x.name for x in variants)}")
         variants.append(v)
     if not variants:
-        raise ValueError("nothing to run: --preset none needs at least one --variant NAME KEY=VALUE ...")
+        raise ValueError(
+            "nothing to run: preset 'none' needs at least one variant of your own (a name, then key=value)"
+        )
     if epochs is not None:
         variants = [dataclasses.replace(v, experiment=_set(v.experiment, {"train.epochs": epochs})) for v in variants]
     # Every variant not compared yet (the user's) is compared with the baseline, or the first variant without one.
@@ -247,6 +248,35 @@ def split_for_seed(corpus: Corpus, seed: int, *, fixed_split: bool, split_seed: 
         label_names=corpus.label_names,
     )
     return dataclasses.replace(corpus, train=[pool[i] for i in train], val=[pool[i] for i in val])
+
+
+# What each split is for in a study, and the data setting that grows it.
+_SPLIT_PURPOSE = {
+    "train": ("training", "give more data"),
+    "val": ("choosing each run's best epoch and the linear reference's C", "raise data.val_frac or give more data"),
+    "test": ("the test metrics", "raise data.test_frac, give more data, or compare on a validation metric"),
+}
+
+
+def check_splits(corpus: Corpus, *, metric: str) -> None:
+    """Refuse data on which a study cannot give an answer, before anything runs or is written.
+
+    Training and validation always need examples of at least two classes (the validation split picks each run's
+    best epoch and the linear reference's C); the test split needs them when ``metric`` is a test metric, and
+    whenever it is not empty (its metrics are reported). Per-seed redraws are stratified, so they keep the counts.
+    """
+    needed = ["train", "val"] + (["test"] if metric.startswith("test") or corpus.test else [])
+    sizes = f"train {len(corpus.train):,} / val {len(corpus.val):,} / test {len(corpus.test):,}"
+    for name in needed:
+        split = getattr(corpus, name)
+        classes = len({label for _, label in split})
+        if classes < 2:
+            purpose, fix = _SPLIT_PURPOSE[name]
+            found = "is empty" if not split else f"holds {len(split):,} examples of {classes} class"
+            raise ValueError(
+                f"{corpus.name}: the {name} split {found} ({sizes}); a study needs examples of at least 2 classes "
+                f"there for {purpose}; {fix}"
+            )
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -1,4 +1,9 @@
-"""`rnnreg` command line: parses, calls the library, prints. No logic of its own."""
+"""`rnnreg` command line: one parser per command, each calling the library and printing what it returns.
+
+The main job lives in :mod:`rnnreg.study`, checkpoint evaluation in :func:`rnnreg.fit.evaluate_checkpoint`; the
+library validates every value and names parameters and config keys in its errors, which :func:`main` prints in
+one line (with the flag where the library names a parameter the CLI spells differently).
+"""
 
 from __future__ import annotations
 
@@ -20,6 +25,8 @@ from rnnreg.config import Experiment, TrainConfig, apply_overrides, valid_keys
 
 if TYPE_CHECKING:
     from rnnreg.fit import EpochRecord
+
+    _Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
 
 def _add_data_args(p: argparse.ArgumentParser, *, required: bool = False) -> None:
@@ -43,16 +50,12 @@ def _data_overrides(args: argparse.Namespace) -> list[str]:
     return sets
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="rnnreg",
-        description="Regularized RNN text classifiers, with checks that each regularizer does what it claims.",
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def _add_notebook(sub: _Subparsers) -> None:
     p = sub.add_parser("notebook", help="replay the user's notebook through rnnreg and say what it got wrong")
     p.add_argument("--seeds", type=int, default=20, help="seeds for the mini-challenge re-run (default: 20)")
 
+
+def _add_ablate(sub: _Subparsers) -> None:
     p = sub.add_parser(
         "ablate",
         help="the main job: baseline vs regularized vs each trick left out, over paired seeds, with verdicts",
@@ -99,6 +102,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--force", action="store_true", help="use an --out that holds runs of other data")
 
+
+def _add_train(sub: _Subparsers) -> None:
     p = sub.add_parser("train", help="train one model; writes model.pt, last.pt and metrics.json to --out")
     _add_data_args(p)
     p.add_argument(
@@ -115,6 +120,8 @@ def _parser() -> argparse.ArgumentParser:
         "--resume", action="store_true", help="continue an interrupted run from --out/last.pt (exit 2 if none)"
     )
 
+
+def _add_evaluate(sub: _Subparsers) -> None:
     p = sub.add_parser("evaluate", help="evaluate a checkpoint written by `rnnreg train`")
     p.add_argument("checkpoint", type=Path)
     _add_data_args(p, required=True)
@@ -124,6 +131,8 @@ def _parser() -> argparse.ArgumentParser:
         help="which part of --data (default: test for a named dataset, all of a file)",
     )
 
+
+def _add_check(sub: _Subparsers) -> None:
     p = sub.add_parser(
         "check",
         help="run the invariant checks on your own model and functions; prints PASS/FAIL/WARN/SKIP/NOT RUN",
@@ -164,6 +173,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--num-classes", type=int, help="labels of the test batch are drawn below it (default: 2)")
     p.add_argument("--seed", type=int, default=0)
 
+
+def _add_bench(sub: _Subparsers) -> None:
     p = sub.add_parser(
         "bench",
         help="time the training step: fp32 vs mixed precision, against the fastest fused LSTM kernel",
@@ -182,8 +193,30 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, metavar="N", help="timed steps per row (default: 10; --quick 3)")
     p.add_argument("--data", default="movies", help="data set of the epoch rows (default: movies; 'none' skips them)")
 
+
+def _add_datasets(sub: _Subparsers) -> None:
     sub.add_parser("datasets", help="list the built-in datasets")
+
+
+def _add_keys(sub: _Subparsers) -> None:
     sub.add_parser("keys", help="list every SECTION.FIELD that --set accepts, with its default")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rnnreg",
+        description="Regularized RNN text classifiers, with checks that each regularizer does what it claims.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    _add_notebook(sub)
+    _add_ablate(sub)
+    _add_train(sub)
+    _add_evaluate(sub)
+    _add_check(sub)
+    _add_bench(sub)
+    _add_datasets(sub)
+    _add_keys(sub)
     return parser
 
 
@@ -197,87 +230,59 @@ def _cmd_notebook(args: argparse.Namespace) -> int:
 
     from rnnreg import notebook
 
-    if args.seeds < 2:
-        return _fail(f"--seeds must be >= 2 to show a spread (got {args.seeds})")
     torch.set_num_threads(1)  # batches of 4 sentences: extra threads only add synchronisation
-    notebook.run(print, seeds=args.seeds)
+    notebook.replay(print, seeds=args.seeds)
     return 0
 
 
 def _cmd_ablate(args: argparse.Namespace) -> int:
-    from rnnreg import report as rep
-    from rnnreg.ablation import build_plan, data_fingerprint, tasks_for
-    from rnnreg.data import load_corpus
-    from rnnreg.fsio import OutputLock
-    from rnnreg.sweep import RunStore, check_manifest, split_cores, sweep
+    from rnnreg.study import failure_line, plan_study
 
-    if args.seeds < 1:
-        return _fail(f"--seeds must be >= 1 (got {args.seeds}); e.g. --seeds 5 (verdicts need at least 3)")
-    if args.epochs is not None and args.epochs < 1:
-        return _fail(f"--max-epochs must be >= 1 (got {args.epochs}); e.g. --max-epochs {TrainConfig.epochs}")
-    sets = [*_data_overrides(args), *args.set]
-    base = apply_overrides(Experiment(), sets)
-    plan = build_plan(
-        args.preset, base, args.variant, seeds=args.seeds, fixed_split=args.fixed_split, epochs=args.epochs
+    # Everything is checked before anything is written: a refused command leaves --out as it found it.
+    study = plan_study(
+        base=apply_overrides(Experiment(), _data_overrides(args)),
+        overrides=args.set,
+        preset=args.preset,
+        variants=args.variant,
+        seeds=args.seeds,
+        max_epochs=args.epochs,
+        fixed_split=args.fixed_split,
+        metric=args.metric,
+        min_effect=args.min_effect,
+        out=args.out,
+        force=args.force,
+        executor=args.executor,
+        workers=args.workers,
+        threads=args.threads,
+        address=args.address,
     )
-    split_cores(args.workers, 1, threads=args.threads)  # checks --workers and --threads before loading data
-    corpus = load_corpus(base.data)
-    evaluation = corpus.test or corpus.val
-    metric = args.metric or ("test_acc" if corpus.test else "val_acc")
-    if metric not in rep.METRICS:
-        return _fail(f"--metric must be one of {', '.join(rep.METRICS)} (got {metric!r})")
-    if metric.startswith("test") and not corpus.test:
-        return _fail(f"--metric {metric}: {corpus.name} has no test split; use val_acc or val_f1, or data.test_frac")
-    out = args.out or Path("runs") / f"ablate-{Path(base.data.source).stem}"
-    with OutputLock(out):
-        fingerprint = data_fingerprint(corpus)
-        check_manifest(out, {"fingerprint": fingerprint, "data": corpus.describe()}, force=args.force)
-        tasks = tasks_for(plan, base, fingerprint)
-        store = RunStore(out)
-        print(f"data: {corpus.describe()}")
+    for line in study.describe():
+        print(line)
+    try:
+        with _stop_on_signals():
+            result = study.run()
+    except _Signalled as stop:
+        name = signal.Signals(stop.signum).name
         print(
-            f"ablate: {len(plan.variants)} variants + the linear reference, {args.seeds} seeds = {len(tasks)} runs "
-            f"({'one split' if args.fixed_split else 'train/validation redrawn per seed'}, test split fixed); "
-            f"results in {out}"
+            f"rnnreg: stopped by {name}; {study.finished()} finished run(s) are kept in {study.store.path}: the same "
+            "command resumes from there",
+            file=sys.stderr,
         )
-        try:
-            with _stop_on_signals():
-                result = sweep(
-                    tasks,
-                    corpus,
-                    store,
-                    executor=args.executor,
-                    workers=args.workers,
-                    threads=args.threads,
-                    address=args.address,
-                )
-        except _Signalled as stop:
-            kept = len(store.load().records.keys() & {t.key for t in tasks})
-            name = signal.Signals(stop.signum).name
-            print(
-                f"rnnreg: stopped by {name}; {kept} finished run(s) are kept in {store.path}: the same command "
-                "resumes from there",
-                file=sys.stderr,
-            )
-            return 128 + stop.signum  # 130 for SIGINT, 143 for SIGTERM
-        for problem in result.problems:
-            print(f"warning: {problem}", file=sys.stderr)
-        keys = {(t.variant, t.seed): t.key for t in tasks}
-        report = rep.build_report(
-            plan,
-            result.records,
-            keys,
-            data=corpus.describe(),
-            metric=metric,
-            y_test=[label for _, label in corpus.test] or None,
-            num_classes=corpus.num_classes,
-            min_effect=max(args.min_effect, 1 / len(evaluation)) if evaluation else args.min_effect,
-        )
-        files = rep.write_outputs(report, rep.curves(plan, keys, result.records), out)
+        return 128 + stop.signum  # 130 for SIGINT, 143 for SIGTERM
+    for problem in result.problems:
+        print(f"warning: {problem}", file=sys.stderr)
     print()
-    print(rep.render_text(report))
-    print(f"\n{result.ran} run(s) trained now, {result.reused} reused; wrote {', '.join(files)}, runs.jsonl in {out}")
-    return 1 if any(r["status"] == "failed" for r in result.failed) else 0
+    print(result.render())
+    print(
+        f"\n{result.ran} run(s) trained now, {result.reused} reused; wrote {', '.join(result.files)}, runs.jsonl in "
+        f"{result.out}"
+    )
+    failed = [r for r in result.failed if r["status"] == "failed"]
+    for record in failed:
+        print(failure_line(record), file=sys.stderr)
+    if failed:
+        print(f"rnnreg: {len(failed)} run(s) failed; the same command retries them", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _format_mechanisms(m: dict[str, Any]) -> str:
@@ -349,8 +354,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     sets = _data_overrides(args) + list(args.set)
     if args.epochs is not None:
-        if args.epochs < 1:
-            return _fail(f"--max-epochs must be >= 1 (got {args.epochs}); e.g. --max-epochs {TrainConfig.epochs}")
         sets.append(f"train.epochs={args.epochs}")
     experiment = apply_overrides(Experiment(), sets)
     out_dir = args.out or Path("runs") / f"{Path(experiment.data.source).stem}-seed{args.seed}"
@@ -400,7 +403,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if t.amp != "off":
         ran = ", ".join(h.low_precision) or "nothing"
         print(f"amp: asked {t.amp}, ran {h.amp} (low precision in: {ran})")
-    print(f"best epoch {h.best_epoch}: val macro-F1 {h.best_val_f1:.4f}; skipped steps {h.skipped_steps}")
+    if h.best_val_f1 is not None:
+        best = f"val macro-F1 {h.best_val_f1:.4f}"
+    else:
+        best = f"lowest training loss {-h.best_score:.4f} (no validation split)"
+    print(f"best epoch {h.best_epoch}: {best}; skipped steps {h.skipped_steps}")
     if h.truncated:
         print(
             f"warning: cut before convergence: validation was still improving at epoch {len(h.epochs)} of "
@@ -419,29 +426,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from rnnreg.data import DATASETS, encode, load_corpus
-    from rnnreg.fit import evaluate, load_model
+    from rnnreg.fit import evaluate_checkpoint
 
-    loaded = load_model(args.checkpoint)
-    cfg = apply_overrides(Experiment(data=loaded.experiment.data), _data_overrides(args)).data
-    split = args.split or ("test" if cfg.source in DATASETS else "all")
-    if split == "all":  # the whole file is evaluation data: no held-out fractions
-        cfg = dataclasses.replace(cfg, val_frac=0.0, test_frac=0.0)
-    corpus = load_corpus(cfg)
-    examples = corpus.train if split == "all" else getattr(corpus, split)
-    if not examples:
-        return _fail(f"--split {split} of {cfg.source!r} is empty; choose another --split")
-    unknown = sorted(set(corpus.label_names) - set(loaded.label_names))
-    if unknown:
-        return _fail(
-            f"labels {unknown} of {cfg.source!r} were not seen in training (the model knows {loaded.label_names})"
-        )
-    remap = {i: loaded.label_names.index(name) for i, name in enumerate(corpus.label_names)}
-    examples = [(text, remap[label]) for text, label in examples]
-    encoded = encode(examples, loaded.vocab, cfg.max_len)
-    m = evaluate(loaded.model, encoded, batch_size=loaded.experiment.train.eval_batch_size)
+    e = evaluate_checkpoint(args.checkpoint, _data_overrides(args), split=args.split)
+    m = e.metrics
     print(
-        f"{args.checkpoint} on {cfg.source} [{split}] (n={m.n}): accuracy {m.accuracy:.4f}, macro-F1 {m.macro_f1:.4f}"
+        f"{args.checkpoint} on {e.source} [{e.split}] (n={m.n}): accuracy {m.accuracy:.4f}, macro-F1 {m.macro_f1:.4f}"
     )
     print(json.dumps(dataclasses.asdict(m)))
     return 0
@@ -548,25 +538,40 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
+    import re
+
     from rnnreg import bench
 
-    cfg = bench.BenchConfig.defaults(
-        quick=args.quick,
-        device=args.device,
-        batch_size=args.batch_size,
-        seq_len=args.seq_len,
-        threads=args.threads,
-        repeats=args.repeats,
-        epoch_data=None if args.data == "none" else args.data,
-    )
-    if args.json is not None:
-        bench.check_output_path(args.json, "--json")
-    if args.plot is not None:
-        bench.check_output_path(args.plot, "--plot", ".png")
+    flags = {"batch_size": "--batch-size", "seq_len": "--seq-len", "threads": "--threads", "repeats": "--repeats"}
+    flags |= {"device": "--device", "json path": "--json", "plot path": "--plot"}
+
+    def flagged(e: ValueError) -> ValueError:
+        """The library's message with each parameter it names (outside quoted paths) as the flag that sets it."""
+        message = re.sub(r"\bdevice '(\w+)'", r"--device \1", str(e))  # as typed: --device cuda
+        for name, flag in flags.items():
+            message = re.sub(rf"(?<![\w./'-]){name}(?![\w/'-])", flag, message)
+        return ValueError(message)
+
+    try:
+        cfg = bench.BenchConfig.defaults(
+            quick=args.quick,
+            device=args.device,
+            batch_size=args.batch_size,
+            seq_len=args.seq_len,
+            threads=args.threads,
+            repeats=args.repeats,
+            epoch_data=None if args.data == "none" else args.data,
+        )
+        if args.json is not None:
+            bench.check_output_path(args.json, "json path")
+        if args.plot is not None:
+            bench.check_output_path(args.plot, "plot path", ".png")
+    except ValueError as e:
+        raise flagged(e) from None
     hardware = bench.probe_hardware(cfg.threads)
     for line in [*hardware.describe(), cfg.describe(), "", bench.TABLE_HEADER]:
         print(line)
-    records = bench.run(
+    records = bench.run_benchmarks(
         cfg,
         hardware,
         progress=lambda rows: print("\n".join(bench.format_row(r) for r in rows), flush=True),
@@ -615,6 +620,27 @@ COMMANDS = {
 }
 
 
+# What an interrupted command keeps, for the one line Ctrl-C prints (train and ablate catch it earlier themselves).
+_RESUME_HINTS = {
+    "train": "`rnnreg train --resume` with the same --out continues from the last finished epoch",
+    "ablate": "the same `rnnreg ablate` command resumes: finished runs are kept in --out/runs.jsonl",
+}
+
+# Library errors name parameters; where the CLI spells one differently, the one-line error says the flag.
+_FLAGS = {
+    "another output folder": "another --out",
+    "another out_dir": "another --out",
+    "force=True": "--force",
+    "executor='ray'": "--executor ray",
+}
+
+
+def _in_cli_words(message: str) -> str:
+    for phrase, flag in _FLAGS.items():
+        message = message.replace(phrase, flag)
+    return message
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from rnnreg.data import DatasetUnavailableError
 
@@ -627,14 +653,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, TypeError, DatasetUnavailableError) as e:
         if os.environ.get("RNNREG_DEBUG"):
             raise  # the full traceback, for bug reports
-        return _fail(str(e))
+        return _fail(_in_cli_words(str(e)))
     except OSError as e:  # a file the command reads or writes: say which and why, in one line
         if os.environ.get("RNNREG_DEBUG"):
             raise
         where = f"{e.filename}: " if e.filename else ""
         return _fail(f"{where}{e.strerror or e} ({errno.errorcode.get(e.errno or 0, 'OSError')})", 1)
     except KeyboardInterrupt:
-        return _fail("interrupted; `rnnreg train --resume` continues from the last finished epoch", 130)
+        return _fail(f"interrupted; {_RESUME_HINTS.get(args.command, 'nothing was kept')}", 130)
 
 
 if __name__ == "__main__":

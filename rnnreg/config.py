@@ -227,12 +227,12 @@ def _parse_value(key: str, text: str, tp: Any) -> Any:
             return True
         if lowered in ("false", "0", "no", "off"):
             return False
-        raise ValueError(f"--set {key}={text}: expected true or false")
+        raise ValueError(f"{key}={text}: expected true or false")
     if tp in (int, float):
         try:
             return tp(text)
         except ValueError:
-            raise ValueError(f"--set {key}={text}: expected {tp.__name__}, e.g. {key}={tp(1)}") from None
+            raise ValueError(f"{key}={text}: expected {tp.__name__}, e.g. {key}={tp(1)}") from None
     return text
 
 
@@ -244,15 +244,15 @@ def apply_overrides(experiment: Experiment, overrides: list[str] | tuple[str, ..
         key = key.strip()
         section, dot, name = key.partition(".")
         if not sep or not dot:
-            raise ValueError(f"--set {item!r} must look like section.field=value, e.g. model.embed_p=0.2")
+            raise ValueError(f"override {item!r} must look like section.field=value, e.g. model.embed_p=0.2")
         if section not in changes:
-            raise ValueError(f"--set {key}: unknown section {section!r}; valid sections: data, model, train")
+            raise ValueError(f"{key}: unknown section {section!r}; valid sections: data, model, train")
         current = getattr(experiment, section)
         hints = typing.get_type_hints(type(current))
         valid = [f.name for f in dataclasses.fields(current)]
         if name not in valid:
             keys = ", ".join(f"{section}.{v}" for v in valid)
-            raise ValueError(f"--set {key}: unknown key; valid keys: {keys}")
+            raise ValueError(f"{key}: unknown key; valid keys: {keys}")
         changes[section][name] = _parse_value(key, text.strip(), hints[name])
     return Experiment(**{s: dataclasses.replace(getattr(experiment, s), **c) for s, c in changes.items()})
 

@@ -1,18 +1,17 @@
-"""fit(experiment, data, seed) -> FitResult; evaluate; atomic checkpoints and exact resume."""
+"""fit(experiment, data, seed) -> FitResult, in its steps; evaluate and predict; exact resume; evaluate a model.pt.
+
+Checkpoint files themselves (atomic writes, checked reads) live in :mod:`rnnreg.checkpoint`.
+"""
 
 from __future__ import annotations
 
 import copy
-import hashlib
-import io
+import dataclasses
 import json
 import math
-import pickle
-import re
 import time
 import warnings
-import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,15 @@ from torch import Tensor, nn
 
 from rnnreg import fsio, mechanisms
 from rnnreg.batch import iterate_batches
+from rnnreg.checkpoint import (  # noqa: F401  re-exported: rnnreg.fit.load_model etc. keep working
+    CHECKPOINT_FORMAT,
+    Loaded,
+    _save_checkpoint,
+    _vocab_digest,
+    load_model,
+    read_checkpoint,
+    save_model,
+)
 from rnnreg.config import DataConfig, Experiment, TrainConfig
 from rnnreg.data import Corpus, Vocab, build_vocab, encode, load_corpus
 from rnnreg.model import build_model
@@ -39,7 +47,6 @@ from rnnreg.step import (
 )
 
 Encoded = list[tuple[list[int], int]]
-CHECKPOINT_FORMAT = 1  # written into every checkpoint; readers refuse any format they do not know
 
 
 class TrainingDiverged(RuntimeError):
@@ -92,13 +99,19 @@ class EpochRecord:
 class History:
     epochs: list[EpochRecord] = field(default_factory=list)
     best_epoch: int = 0
-    best_val_f1: float = -math.inf
+    best_score: float = -math.inf  # of the best epoch, on what `selected_on` names (higher is better)
+    selected_on: str = "val_macro_f1"  # or "train_loss" (best_score is minus it) when there is no validation split
     stopped_early: bool = False  # validation stopped improving for train.patience epochs
     truncated: bool = False  # ended at train.epochs while still improving (best epoch within the last patience)
     amp: str = "off"  # what actually ran: 'off' when autocast reached no module, whatever was asked
     low_precision: list[str] = field(default_factory=list)
     grad_norms: list[float] = field(default_factory=list)  # pre-clip norm of every step taken, for the clip rate
     decay_log_shrink: float | None = None  # sum of log(1 - lr*wd) over steps taken; None for coupled L2
+
+    @property
+    def best_val_f1(self) -> float | None:
+        """Validation macro-F1 of the best epoch; None when epochs were selected on the training loss."""
+        return self.best_score if self.selected_on == "val_macro_f1" and self.epochs else None
 
     @property
     def skipped_steps(self) -> int:
@@ -112,6 +125,10 @@ class History:
         records = [
             EpochRecord(**{**r, "val": Metrics(**r["val"]) if r["val"] is not None else None}) for r in d["epochs"]
         ]
+        d = dict(d)
+        if "best_val_f1" in d:  # written before best_score: minus the training loss when there was no validation
+            d["best_score"] = d.pop("best_val_f1")
+            d["selected_on"] = "val_macro_f1" if any(r.val is not None for r in records) else "train_loss"
         return cls(**{**d, "epochs": records})
 
 
@@ -159,137 +176,70 @@ def evaluate(
     return Metrics(loss, accuracy, f1, len(labels))
 
 
-def _save_checkpoint(obj: dict[str, Any], path: Path) -> None:
-    """Serialise in memory, then write atomically: a kill, ENOSPC or EIO leaves the previous file as it was."""
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    fsio.atomic_write_bytes(path, buffer.getvalue())
-
-
-def _vocab_digest(vocab: Vocab) -> str:
-    return hashlib.sha256("\n".join(vocab.itos).encode("utf-8")).hexdigest()
-
-
-_KINDS = {"model": "a model checkpoint (model.pt)", "training": "a training state (last.pt)"}
-
-
-def read_checkpoint(path: Path, kind: str, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """``torch.load(weights_only=True)`` plus the checks every reader needs; each refusal is a one-line ValueError.
-
-    Args:
-        path: the file to read.
-        kind: ``'model'`` (model.pt: weights, config, vocabulary) or ``'training'`` (last.pt: exact-resume state).
-        map_location: passed to ``torch.load``.
-    """
-    path = Path(path)
-    fix = "pass the model.pt that `rnnreg train` wrote" if kind == "model" else "delete it to start afresh"
-    if not path.is_file():
-        raise ValueError(f"checkpoint {str(path)!r} does not exist; {fix}")
-    # torch writes zip archives; anything else is truncated (no central directory) or another kind of file.
-    if not zipfile.is_zipfile(path):
-        raise ValueError(
-            f"{str(path)!r} is not a readable rnnreg checkpoint: not a complete PyTorch file "
-            f"(truncated, or another kind of file); {fix}"
-        )
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
-        found = re.search(r"GLOBAL (\S+)", str(e))
-        what = f"a call to {found.group(1)}" if found else "an object that is not plain data"
-        raise ValueError(
-            f"{str(path)!r} was refused: it holds {what}, which torch.load(weights_only=True) never runs; "
-            "rnnreg checkpoints hold only tensors and plain data, so this file did not come from rnnreg"
-        ) from None
-    except Exception as e:  # torch raises many types for a damaged archive
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise ValueError(
-            f"{str(path)!r} is not a readable rnnreg checkpoint ({type(e).__name__}: {first[:200]}); {fix}"
-        ) from None
-    if not isinstance(ckpt, dict) or "format" not in ckpt:
-        raise ValueError(f"{str(path)!r} is a PyTorch file but not an rnnreg checkpoint (it has no format); {fix}")
-    if ckpt["format"] != CHECKPOINT_FORMAT:
-        raise ValueError(
-            f"{str(path)!r} has checkpoint format {ckpt['format']!r}, and this rnnreg reads format "
-            f"{CHECKPOINT_FORMAT}; use the rnnreg version that wrote it, or train again"
-        )
-    found_kind = ckpt.get("kind", "training" if "optimizer" in ckpt else "model")  # files from before 'kind'
-    if found_kind != kind:
-        raise ValueError(f"{str(path)!r} is {_KINDS.get(found_kind, repr(found_kind))}, not {_KINDS[kind]}; {fix}")
-    return ckpt
-
-
-def save_model(path: Path, model: nn.Module, experiment: Experiment, data: Prepared, history: History) -> None:
-    """A self-contained model checkpoint: weights, config, vocabulary and label names (loads with weights_only)."""
-    _save_checkpoint(
-        {
-            "format": CHECKPOINT_FORMAT,
-            "kind": "model",  # no optimizer state: only what inference needs
-            "experiment": experiment.to_dict(),
-            "model": model.state_dict(),
-            "vocab": data.vocab.to_dict(),
-            "label_names": list(data.corpus.label_names),
-            "history": history.to_dict(),
-        },
-        path,
-    )
+SPLITS = ("test", "val", "train", "all")
 
 
 @dataclass(frozen=True)
-class Loaded:
-    model: nn.Module
-    experiment: Experiment
-    vocab: Vocab
-    label_names: list[str]
+class CheckpointEvaluation:
+    metrics: Metrics
+    source: str  # the data evaluated: a dataset name or a file
+    split: str  # one of SPLITS
 
 
-def load_model(path: str | Path) -> Loaded:
-    """Load a checkpoint written by :func:`save_model`, with ``torch.load(weights_only=True)``."""
-    path = Path(path)
-    ckpt = read_checkpoint(path, "model")
-    missing = sorted({"experiment", "model", "vocab", "label_names"} - set(ckpt))
-    if missing:
-        raise ValueError(f"{str(path)!r} lacks {', '.join(missing)}: not a complete rnnreg model checkpoint")
-    experiment = Experiment.from_dict(ckpt["experiment"])
-    vocab = Vocab.from_dict(ckpt["vocab"])
-    label_names = list(ckpt["label_names"])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # a no-op regularizer was already reported when the model was trained
-        model = build_model(experiment.model, len(vocab), len(label_names))
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError:
+def evaluate_checkpoint(
+    path: str | Path, overrides: Sequence[str] = (), *, split: str | None = None
+) -> CheckpointEvaluation:
+    """Evaluate a model.pt on data described by its own ``data`` settings with ``overrides`` applied.
+
+    Args:
+        path: a model checkpoint written by :func:`fit` (``model.pt``).
+        overrides: ``"data.field=value"`` strings, e.g. ``["data.source=reviews.csv", "data.text_col=review"]``.
+        split: ``test``, ``val``, ``train`` or ``all`` (the whole data, no held-out fractions). Default: ``test``
+            for a named dataset, ``all`` of a file.
+    Raises:
+        ValueError: an unknown or empty split, or labels the model never saw in training (names the labels).
+    """
+    from rnnreg.config import apply_overrides
+    from rnnreg.data import DATASETS
+
+    loaded = load_model(path)
+    cfg = apply_overrides(Experiment(data=loaded.experiment.data), list(overrides)).data
+    split = split or ("test" if cfg.source in DATASETS else "all")
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)} (got {split!r})")
+    if split == "all":  # the whole file is evaluation data: no held-out fractions
+        cfg = dataclasses.replace(cfg, val_frac=0.0, test_frac=0.0)
+    corpus = load_corpus(cfg)
+    examples = corpus.train if split == "all" else getattr(corpus, split)
+    if not examples:
+        raise ValueError(f"the {split} split of {cfg.source!r} is empty; choose another split")
+    unknown = sorted(set(corpus.label_names) - set(loaded.label_names))
+    if unknown:
         raise ValueError(
-            f"{str(path)!r}: its weights do not fit the model its own config describes; the file was altered"
-        ) from None
-    return Loaded(model, experiment, vocab, label_names)
+            f"labels {unknown} of {cfg.source!r} were not seen in training (the model knows {loaded.label_names})"
+        )
+    # The data's label ids follow its own label order; map them onto the model's by name.
+    remap = {i: loaded.label_names.index(name) for i, name in enumerate(corpus.label_names)}
+    encoded = encode([(text, remap[label]) for text, label in examples], loaded.vocab, cfg.max_len)
+    metrics = evaluate(loaded.model, encoded, batch_size=loaded.experiment.train.eval_batch_size)
+    return CheckpointEvaluation(metrics, cfg.source, split)
 
 
-def _training_state(
-    epoch: int,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler,
-    batch_gen: torch.Generator,
-    history: History,
-    best_state: dict[str, torch.Tensor],
-    seed: int,
-    task: dict[str, Any],
-    skip_streak: int,
-) -> dict[str, Any]:
+def _training_state(run: _Run, seed: int, task: dict[str, Any]) -> dict[str, Any]:
     return {
         "format": CHECKPOINT_FORMAT,
         "kind": "training",
-        "epoch": epoch,
+        "epoch": run.epoch,
         "seed": seed,
         "task": task,  # what the run trains on and how; a resume with anything else is refused
-        "skip_streak": skip_streak,
-        "model": model.state_dict(),
-        "best_model": best_state,
-        "optimizer": optimizer.state_dict(),
-        "scaler": scaler.state_dict(),
+        "skip_streak": run.skip_streak,
+        "model": run.model.state_dict(),
+        "best_model": run.best_state,
+        "optimizer": run.optimizer.state_dict(),
+        "scaler": run.scaler.state_dict(),
         "torch_rng": torch.get_rng_state(),
-        "batch_rng": batch_gen.get_state(),
-        "history": history.to_dict(),
+        "batch_rng": run.batch_gen.get_state(),
+        "history": run.history.to_dict(),
     }
 
 
@@ -300,10 +250,10 @@ def _check_same_task(path: Path, stored: dict[str, Any] | None, current: dict[st
     if stored["label_names"] != current["label_names"]:
         raise ValueError(
             f"{path} was trained on labels {stored['label_names']}, this data has {current['label_names']}; "
-            "use another --out for another data set"
+            "use another out_dir for another data set"
         )
     if stored["vocab"] != current["vocab"]:
-        raise ValueError(f"{path} was trained with another vocabulary (other data); use another --out for this data")
+        raise ValueError(f"{path} was trained with another vocabulary (other data); use another out_dir for this data")
     diffs = [
         f"{section}.{name}: {value!r} -> {current['experiment'][section].get(name)!r}"
         for section, fields in stored["experiment"].items()
@@ -312,8 +262,8 @@ def _check_same_task(path: Path, stored: dict[str, Any] | None, current: dict[st
     ]
     if diffs:
         raise ValueError(
-            f"{path} was written with other settings ({'; '.join(diffs)}); resume with the same --set values "
-            "(only --epochs may change), or use another --out"
+            f"{path} was written with other settings ({'; '.join(diffs)}); resume with the same settings "
+            "(only train.epochs and train.max_skipped_steps may change), or use another out_dir"
         )
 
 
@@ -324,6 +274,128 @@ def _diverged_message(streak: int, epoch: int, tc: TrainConfig, last_path: Path 
         f"try a lower train.lr (now {tc.lr:g}), train.clip=norm (now {tc.clip}), or, with fp16, train.amp=bf16"
         f" (now {tc.amp}){kept}"
     )
+
+
+@dataclass
+class _Run:
+    """Everything one run carries from epoch to epoch; ``last.pt`` stores it, so a resume continues it exactly."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    batch_gen: torch.Generator
+    history: History
+    best_state: dict[str, Tensor]
+    epoch: int = 0
+    skip_streak: int = 0
+
+
+def _start(experiment: Experiment, data: Prepared, seed: int, device: torch.device) -> _Run:
+    """Model, optimizer and scaler; every random draw after this point follows from ``seed``."""
+    torch.manual_seed(seed)
+    model = build_model(experiment.model, len(data.vocab), data.num_classes).to(device)
+    optimizer = make_optimizer(model, experiment.train)
+    coupled = mechanisms.decay_step_log_factor(optimizer) is None  # Adam/SGD: L2 joins the gradient, no shrink
+    return _Run(
+        model=model,
+        optimizer=optimizer,
+        scaler=make_scaler(device.type, experiment.train.amp),
+        batch_gen=torch.Generator().manual_seed(seed),
+        history=History(decay_log_shrink=None if coupled else 0.0),
+        best_state=copy.deepcopy(model.state_dict()),
+    )
+
+
+def _task(experiment: Experiment, data: Prepared) -> dict[str, Any]:
+    """What a run trains on and how; a resume with anything else is refused.
+
+    The epoch cap and the divergence limit may change on resume; anything else would not continue the same run.
+    """
+    same_run = experiment.to_dict()
+    del same_run["train"]["epochs"], same_run["train"]["max_skipped_steps"]
+    return {"experiment": same_run, "label_names": list(data.corpus.label_names), "vocab": _vocab_digest(data.vocab)}
+
+
+def _restore(run: _Run, path: Path, seed: int, task: dict[str, Any], device: torch.device) -> None:
+    """Every piece of state an uninterrupted run would carry into its next epoch, from ``path`` (last.pt)."""
+    state = read_checkpoint(path, "training", map_location=device)
+    if state["seed"] != seed:
+        raise ValueError(f"{path} was written with seed {state['seed']}, not {seed}; resume with that seed")
+    _check_same_task(path, state.get("task"), task)
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scaler.load_state_dict(state["scaler"])
+    torch.set_rng_state(state["torch_rng"].cpu())
+    run.batch_gen.set_state(state["batch_rng"].cpu())
+    run.history = History.from_dict(state["history"])
+    run.best_state = state["best_model"]
+    run.epoch, run.skip_streak = state["epoch"], state.get("skip_streak", 0)
+
+
+def _label_amp(run: _Run, data: Prepared, tc: TrainConfig, device: torch.device) -> None:
+    """What autocast really reaches on this device decides the label of the run, never the request."""
+    if tc.amp == "off":
+        return
+    head = data.train[: tc.batch_size]
+    probe_batch = next(iter(iterate_batches(head, tc.batch_size, shuffle=False, bucket=False)))
+    run.history.low_precision = low_precision_modules(probe_autocast(run.model, probe_batch.to(device), tc.amp))
+    run.history.amp = tc.amp if run.history.low_precision else "off"
+    if not run.history.low_precision:
+        warnings.warn(
+            f"train.amp={tc.amp!r}: autocast reached no module of this model on {device.type}; "
+            "the run is fp32 and is labelled amp='off'",
+            stacklevel=3,
+        )
+
+
+def _train_epoch(
+    run: _Run, data: Prepared, tc: TrainConfig, device: torch.device, last_path: Path | None
+) -> EpochRecord:
+    """One pass over the training split, then the validation metrics; advances ``run.epoch``."""
+    run.epoch += 1
+    t0 = time.perf_counter()
+    run.model.train()
+    losses, norms, correct, seen, skipped = [], [], 0, 0, 0
+    for batch in iterate_batches(data.train, tc.batch_size, shuffle=True, bucket=tc.bucket, generator=run.batch_gen):
+        batch = batch.to(device)
+        stats = train_step(run.model, batch, run.optimizer, run.scaler, tc)
+        skipped += stats.skipped
+        run.skip_streak = run.skip_streak + 1 if stats.skipped else 0
+        if tc.max_skipped_steps and run.skip_streak >= tc.max_skipped_steps:
+            raise TrainingDiverged(_diverged_message(run.skip_streak, run.epoch, tc, last_path))
+        if not stats.skipped:
+            losses.append(stats.loss)
+            norms.append(stats.grad_norm)
+            if run.history.decay_log_shrink is not None:
+                run.history.decay_log_shrink += mechanisms.decay_step_log_factor(run.optimizer) or 0.0
+        correct += int((stats.logits.argmax(1) == batch.labels).sum())
+        seen += len(batch)
+    run.history.grad_norms.extend(norms)
+    val = evaluate(run.model, data.val, batch_size=tc.eval_batch_size, amp=run.history.amp) if data.val else None
+    return EpochRecord(
+        epoch=run.epoch,
+        train_loss=float(np.mean(losses)) if losses else math.nan,
+        train_acc=correct / max(seen, 1),
+        grad_norm=float(np.median(norms)) if norms else math.nan,
+        skipped=skipped,
+        val=val,
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def _keep_best(run: _Run, record: EpochRecord, patience: int) -> None:
+    """Record the epoch; keep its weights when it is the best so far; decide whether training stops here."""
+    h = run.history
+    h.epochs.append(record)
+    # Without a validation split the lowest training loss selects the epoch (History.selected_on says which).
+    if record.val is not None:
+        h.selected_on, score = "val_macro_f1", record.val.macro_f1
+    else:
+        h.selected_on, score = "train_loss", -record.train_loss
+    if score > h.best_score:
+        h.best_epoch, h.best_score = record.epoch, score
+        run.best_state = copy.deepcopy(run.model.state_dict())
+    h.stopped_early, h.truncated = mechanisms.stopping(record.epoch, h.best_epoch, patience)
 
 
 def fit(
@@ -357,108 +429,32 @@ def fit(
             "examples (or a smaller validation fraction)"
         )
     device = resolve_device(tc.device)
-
-    # Model, optimizer and scaler; every random draw after this point follows from `seed`.
-    torch.manual_seed(seed)
-    model = build_model(experiment.model, len(data.vocab), data.num_classes).to(device)
-    optimizer = make_optimizer(model, tc)
-    scaler = make_scaler(device.type, tc.amp)
-    batch_gen = torch.Generator().manual_seed(seed)
-    coupled = mechanisms.decay_step_log_factor(optimizer) is None  # Adam/SGD: L2 joins the gradient, no shrink
-    history = History(decay_log_shrink=None if coupled else 0.0)
-    best_state = copy.deepcopy(model.state_dict())
-    start, skip_streak = 0, 0
-    # The epoch count and the divergence limit may change on resume; anything else would not continue the same run.
-    same_run = experiment.to_dict()
-    del same_run["train"]["epochs"], same_run["train"]["max_skipped_steps"]
-    task = {"experiment": same_run, "label_names": list(data.corpus.label_names), "vocab": _vocab_digest(data.vocab)}
-
-    # Resume: restore every piece of state an uninterrupted run would carry into the next epoch.
+    run = _start(experiment, data, seed, device)
+    task = _task(experiment, data)
     last_path = out_dir / "last.pt" if out_dir is not None else None
     if resume and last_path is not None and last_path.is_file():
-        state = read_checkpoint(last_path, "training", map_location=device)
-        if state["seed"] != seed:
-            raise ValueError(f"{last_path} was written with seed {state['seed']}, not {seed}; resume with that seed")
-        _check_same_task(last_path, state.get("task"), task)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["torch_rng"].cpu())
-        batch_gen.set_state(state["batch_rng"].cpu())
-        history = History.from_dict(state["history"])
-        best_state = state["best_model"]
-        start, skip_streak = state["epoch"], state.get("skip_streak", 0)
-
-    # What autocast really reaches on this device decides the label of the run, never the request.
-    if tc.amp != "off" and data.train:
-        head = data.train[: tc.batch_size]
-        probe_batch = next(iter(iterate_batches(head, tc.batch_size, shuffle=False, bucket=False)))
-        history.low_precision = low_precision_modules(probe_autocast(model, probe_batch.to(device), tc.amp))
-        history.amp = tc.amp if history.low_precision else "off"
-        if not history.low_precision:
-            warnings.warn(
-                f"train.amp={tc.amp!r}: autocast reached no module of this model on {device.type}; "
-                "the run is fp32 and is labelled amp='off'",
-                stacklevel=2,
-            )
-
-    last_epoch = start if history.stopped_early else tc.epochs  # a run that stopped early has finished
-    for epoch in range(start + 1, last_epoch + 1):
-        # Train one epoch.
-        t0 = time.perf_counter()
-        model.train()
-        losses, norms, correct, seen, skipped = [], [], 0, 0, 0
-        for batch in iterate_batches(data.train, tc.batch_size, shuffle=True, bucket=tc.bucket, generator=batch_gen):
-            batch = batch.to(device)
-            stats = train_step(model, batch, optimizer, scaler, tc)
-            skipped += stats.skipped
-            skip_streak = skip_streak + 1 if stats.skipped else 0
-            if tc.max_skipped_steps and skip_streak >= tc.max_skipped_steps:
-                raise TrainingDiverged(_diverged_message(skip_streak, epoch, tc, last_path))
-            if not stats.skipped:
-                losses.append(stats.loss)
-                norms.append(stats.grad_norm)
-                if history.decay_log_shrink is not None:
-                    history.decay_log_shrink += mechanisms.decay_step_log_factor(optimizer) or 0.0
-            correct += int((stats.logits.argmax(1) == batch.labels).sum())
-            seen += len(batch)
-
-        # Evaluate, keep the best weights, stop early when validation stops improving.
-        val = evaluate(model, data.val, batch_size=tc.eval_batch_size, amp=history.amp) if data.val else None
-        record = EpochRecord(
-            epoch=epoch,
-            train_loss=float(np.mean(losses)) if losses else math.nan,
-            train_acc=correct / max(seen, 1),
-            grad_norm=float(np.median(norms)) if norms else math.nan,
-            skipped=skipped,
-            val=val,
-            seconds=time.perf_counter() - t0,
-        )
-        history.epochs.append(record)
-        history.grad_norms.extend(norms)
-        # Without a validation split the lowest training loss stands in for the best macro-F1.
-        score = val.macro_f1 if val is not None else -record.train_loss
-        if score > history.best_val_f1:
-            history.best_epoch, history.best_val_f1 = epoch, score
-            best_state = copy.deepcopy(model.state_dict())
-        history.stopped_early, history.truncated = mechanisms.stopping(epoch, history.best_epoch, tc.patience)
+        _restore(run, last_path, seed, task, device)
+    _label_amp(run, data, tc, device)
+    while not run.history.stopped_early and run.epoch < tc.epochs:  # a run that stopped early has finished
+        record = _train_epoch(run, data, tc, device, last_path)
+        _keep_best(run, record, tc.patience)
         if last_path is not None:
-            state = _training_state(
-                epoch, model, optimizer, scaler, batch_gen, history, best_state, seed, task, skip_streak
-            )
-            _save_checkpoint(state, last_path)
+            _save_checkpoint(_training_state(run, seed, task), last_path)
         if progress is not None:
             progress(record)
-        if history.stopped_early:
-            break
+    return _finish(run, experiment, data, seed, out_dir)
 
-    # Finish with the best weights; write the self-contained model checkpoint and the metrics.
-    model.load_state_dict(best_state)
+
+def _finish(run: _Run, experiment: Experiment, data: Prepared, seed: int, out_dir: Path | None) -> FitResult:
+    """The best weights back in the model, the test metrics, the mechanisms; model.pt and metrics.json written."""
+    model, history = run.model, run.history
+    model.load_state_dict(run.best_state)
     model.eval()
+    tc = experiment.train
     test = evaluate(model, data.test, batch_size=tc.eval_batch_size, amp=history.amp) if data.test else None
     measured = measure_mechanisms(model, data, history, experiment, seed)
     if out_dir is not None:
-        save_model(out_dir / "model.pt", model, experiment, data, history)
+        save_model(out_dir / "model.pt", model, experiment, data.vocab, data.corpus.label_names, history.to_dict())
         metrics = {
             "seed": seed,
             "history": history.to_dict(),

@@ -154,7 +154,7 @@ def check_writable(folder: Path) -> None:
     except OSError as e:
         raise ValueError(
             f"output folder {str(folder)!r} is not writable ({e.strerror or e}); "
-            "fix its permissions or choose another --out"
+            "fix its permissions or choose another output folder"
         ) from None
 
 
@@ -180,7 +180,7 @@ class OutputLock:
             os.close(fd)
             raise OutputLockedError(
                 f"{self.folder} is in use by another rnnreg process (pid {holder}); "
-                "wait for it to finish or use another --out"
+                "wait for it to finish or use another output folder"
             ) from None
         except BaseException:
             os.close(fd)

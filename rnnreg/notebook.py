@@ -187,8 +187,10 @@ def what_went_wrong(out: Printer, cells: list[CellResult], noop_delta: float) ->
     )
 
 
-def run(out: Printer = print, seeds: int = 20) -> list[CellResult]:
+def replay(out: Printer = print, seeds: int = 20) -> list[CellResult]:
     """The whole replay: the three cells, the mini-challenge over ``seeds`` seeds, and the notes."""
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 2:
+        raise ValueError(f"seeds must be an int >= 2 to show a spread (got {seeds!r}); e.g. 20")
     cells = replay_cells(out)
     noop_delta = _dropout_is_noop()
     mini_challenge(out, seeds)

@@ -104,11 +104,11 @@ def test_user_variants_are_checked_like_set_and_compared_with_the_baseline() -> 
     ("preset", "user", "message"),
     [
         ("fancy", [], "unknown preset 'fancy'"),
-        ("none", [], "needs at least one --variant"),
-        ("default", [["x", "model.nope=1"]], "--variant x: --set model.nope: unknown key; valid keys:"),
-        ("default", [["x", "model.embed_p=1.5"]], "--variant x: model.embed_p must be a probability"),
-        ("default", [["x", "train.lr=fast"]], "--variant x: --set train.lr=fast: expected float"),
-        ("default", [["baseline", "train.lr=0.1"]], "--variant baseline: the name is taken"),
+        ("none", [], "needs at least one variant of your own"),
+        ("default", [["x", "model.nope=1"]], "variant x: model.nope: unknown key; valid keys:"),
+        ("default", [["x", "model.embed_p=1.5"]], "variant x: model.embed_p must be a probability"),
+        ("default", [["x", "train.lr=fast"]], "variant x: train.lr=fast: expected float"),
+        ("default", [["baseline", "train.lr=0.1"]], "variant baseline: the name is taken"),
         ("default", [["train.lr=0.1"]], "the first word is the variant's name"),
     ],
 )
@@ -119,7 +119,7 @@ def test_bad_plans_raise_value_errors_that_name_the_problem(preset: str, user: l
 
 @pytest.mark.parametrize("seeds", [0, -1, True, 2.5])
 def test_seeds_must_be_a_positive_int(seeds: object) -> None:
-    with pytest.raises(ValueError, match="--seeds must be >= 1"):
+    with pytest.raises(ValueError, match="seeds must be an int >= 1"):
         build_plan("default", BASE, seeds=seeds)  # type: ignore[arg-type]
 
 

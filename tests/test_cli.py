@@ -51,7 +51,7 @@ TINY = ["--set", "model.embed_dim=8", "--set", "model.hidden_dim=8", "--set", "t
         (lambda d, c: ["train", "--data", str(_write(d / "one.csv", "text,label\nhi,a\nho,a\nhu,a\n"))], "class"),
         (lambda d, c: ["train", "--data", str(_write(d / "bin.csv", b"text,label\n\xff\xfe bad,1\nok,0\n"))], "utf-8"),
         (lambda d, c: ["train", "--data", str(_write(d / "bad.csv", 'text,label\n"unclosed,1\nok,0\n'))], "bad.csv"),
-        (lambda d, c: ["train", "--data", str(c), "--epochs", "0"], "--max-epochs must be >= 1 (got 0)"),
+        (lambda d, c: ["train", "--data", str(c), "--epochs", "0"], "train.epochs must be > 0 (got 0)"),
         (lambda d, c: ["train", "--data", str(c), "--set", "model.embed_p=1.5"], "model.embed_p"),
         (lambda d, c: ["train", "--data", str(c), "--set", "train.max_norm=-1"], "train.max_norm must be > 0"),
         (lambda d, c: ["train", "--data", str(c), "--set", "model.dropout=0.3"], "unknown key; valid keys"),

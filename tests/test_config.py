@@ -78,7 +78,7 @@ def test_override_parses_each_type() -> None:
 
 def test_unknown_override_key_lists_the_valid_keys() -> None:
     with pytest.raises(
-        ValueError, match=r"--set model\.dropout: unknown key; valid keys: model\.arch, .*model\.embed_p"
+        ValueError, match=r"model\.dropout: unknown key; valid keys: model\.arch, .*model\.embed_p"
     ):
         apply_overrides(Experiment(), ["model.dropout=0.3"])
     with pytest.raises(ValueError, match=r"unknown section 'optim'"):
@@ -88,9 +88,9 @@ def test_unknown_override_key_lists_the_valid_keys() -> None:
 
 
 def test_override_with_a_value_of_the_wrong_type_names_the_key() -> None:
-    with pytest.raises(ValueError, match=r"--set train\.epochs=ten: expected int"):
+    with pytest.raises(ValueError, match=r"train\.epochs=ten: expected int"):
         apply_overrides(Experiment(), ["train.epochs=ten"])
-    with pytest.raises(ValueError, match=r"--set model\.bidirectional=maybe: expected true or false"):
+    with pytest.raises(ValueError, match=r"model\.bidirectional=maybe: expected true or false"):
         apply_overrides(Experiment(), ["model.bidirectional=maybe"])
 
 

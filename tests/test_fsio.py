@@ -154,7 +154,7 @@ def test_second_process_is_refused_with_holders_pid_and_crash_frees_the_lock(tmp
         with pytest.raises(OutputLockedError) as info, OutputLock(folder):
             pass
         message = str(info.value)
-        assert f"pid {holder.pid}" in message and str(folder) in message and "--out" in message
+        assert f"pid {holder.pid}" in message and str(folder) in message and "another output folder" in message
         assert isinstance(info.value, ValueError)  # the CLI turns ValueError into a one-line error
     finally:
         holder.send_signal(signal.SIGKILL)  # a crash: no cleanup code runs
@@ -167,7 +167,7 @@ def test_second_process_is_refused_with_holders_pid_and_crash_frees_the_lock(tmp
 def test_unwritable_folder_is_refused_with_the_fix(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    with pytest.raises(ValueError, match=r"not writable.*another --out") as info, OutputLock(blocker / "out"):
+    with pytest.raises(ValueError, match=r"not writable.*another output folder") as info, OutputLock(blocker / "out"):
         pass
     assert not isinstance(info.value, OutputLockedError)
 

@@ -178,8 +178,8 @@ PLANTS: tuple[Plant, ...] = (
         "run-labelled-as-requested",
         "a run is labelled with the precision that ran, never the one requested",
         FIT,
-        '        history.amp = tc.amp if history.low_precision else "off"\n',
-        "        history.amp = tc.amp\n",
+        '    run.history.amp = tc.amp if run.history.low_precision else "off"\n',
+        "    run.history.amp = tc.amp\n",
         (T_FIT,),
     ),
     Plant(
@@ -202,9 +202,9 @@ PLANTS: tuple[Plant, ...] = (
         "fit-trains-on-shifted-labels",
         "fit learns the tiny task for any seed",
         FIT,
-        "            stats = train_step(model, batch, optimizer, scaler, tc)\n",
-        "            batch = type(batch)(batch.tokens, batch.lengths, batch.labels.roll(1))\n"
-        "            stats = train_step(model, batch, optimizer, scaler, tc)\n",
+        "        stats = train_step(run.model, batch, run.optimizer, run.scaler, tc)\n",
+        "        batch = type(batch)(batch.tokens, batch.lengths, batch.labels.roll(1))\n"
+        "        stats = train_step(run.model, batch, run.optimizer, run.scaler, tc)\n",
         (T_FIT,),
     ),
     Plant(
