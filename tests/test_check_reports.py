@@ -271,6 +271,44 @@ def test_report_files_are_utf8_indented_json_and_declared_xml(tmp_path: Path) ->
     assert empty is not None and empty.get("message") == "FAIL"  # no detail: the status stands in for the message
 
 
+def test_a_failed_report_write_keeps_the_previous_file_and_leaves_no_temp_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+    import os
+
+    from rnnreg import fsio
+    from rnnreg.testing.report import write_json, write_junit
+
+    json_path, xml_path = tmp_path / "r.json", tmp_path / "r.xml"
+    json_path.write_text("previous json")
+    xml_path.write_text("previous xml")
+
+    def write(fd: int, data: bytes) -> int:  # the disk is full: nothing reaches it
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(fsio.os, "write", write)
+    for writer, path in ((write_json, json_path), (write_junit, xml_path)):
+        with pytest.raises(OSError) as info:
+            writer(rows_of_every_status(), path)
+        assert info.value.errno == errno.ENOSPC
+    assert (json_path.read_text(), xml_path.read_text()) == ("previous json", "previous xml")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json", "r.xml"]
+
+
+def test_a_report_path_that_is_a_folder_or_in_a_missing_one_is_refused_with_the_fix(tmp_path: Path) -> None:
+    from rnnreg.testing.report import write_json, write_junit
+
+    with pytest.raises(ValueError) as info:
+        write_json(rows_of_every_status(), tmp_path)
+    assert str(info.value) == (
+        f"json path {str(tmp_path)!r} is a folder; name a file in it, e.g. {str(tmp_path / 'check.json')!r}"
+    )
+    with pytest.raises(ValueError, match=r"^junit path .*: the folder .* does not exist; create it or choose another"):
+        write_junit(rows_of_every_status(), tmp_path / "missing" / "r.xml")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_adapter_names_say_what_they_adapt() -> None:
     call = adapters.adapter(inputs=adapters.input_ids_attention_mask, output=adapters.first)
     assert call.__name__ == "adapter(input_ids_attention_mask, first)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import xml.etree.ElementTree as ET
 from collections import Counter
@@ -9,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from rnnreg.fsio import atomic_write_bytes, atomic_write_text, check_output_file
 from rnnreg.testing.suite import CheckResult
 
 __all__ = ["STATUSES", "summary", "to_json", "to_junit", "write_json", "write_junit"]
@@ -60,10 +62,16 @@ def to_junit(rows: Sequence[CheckResult], suite_name: str = "rnnreg check") -> E
 
 
 def write_json(rows: Sequence[CheckResult], path: str | Path) -> None:
-    Path(path).write_text(json.dumps(to_json(rows), indent=2) + "\n", encoding="utf-8")
+    """:func:`to_json` as indented UTF-8 at ``path``, written atomically (a failed write keeps the old file)."""
+    check_output_file(Path(path), "json path", example="check.json")
+    atomic_write_text(Path(path), json.dumps(to_json(rows), indent=2) + "\n")
 
 
 def write_junit(rows: Sequence[CheckResult], path: str | Path) -> None:
+    """:func:`to_junit` as indented, declared UTF-8 XML at ``path``, written atomically."""
+    check_output_file(Path(path), "junit path", example="check.xml")
     tree = ET.ElementTree(to_junit(rows))
     ET.indent(tree)
-    tree.write(path, encoding="utf-8", xml_declaration=True)
+    xml = io.BytesIO()
+    tree.write(xml, encoding="utf-8", xml_declaration=True)
+    atomic_write_bytes(Path(path), xml.getvalue())
