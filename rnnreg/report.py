@@ -72,7 +72,7 @@ class ComparisonRow:
     a: str
     b: str
     family: str
-    comparison: stats.Comparison | None  # None when fewer than 2 paired seeds
+    comparison: stats.PairedDifference | None  # None when fewer than 2 paired seeds
     p_adjusted: float
     combined: tuple[float, float, float] | None  # paired bootstrap over seeds and test examples: point, low, high
     improvement: str  # Bouthillier et al.'s decision on P(A > B): "better", "worse", "undecided"

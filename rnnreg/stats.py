@@ -102,7 +102,9 @@ def summarize(values: Sequence[float], level: float = 0.95) -> Summary:
 
 
 @dataclass(frozen=True)
-class Comparison:
+class PairedDifference:
+    """The statistics of ``a - b`` over paired seeds (:func:`compare_paired`); a planned pair is ablation.Comparison."""
+
     n: int  # paired seeds
     mean_diff: float  # mean of a_i - b_i
     sd_diff: float  # sample std of the differences (ddof=1)
@@ -116,7 +118,7 @@ class Comparison:
 
 def compare_paired(
     a: Sequence[float], b: Sequence[float], *, level: float = 0.95, n_boot: int = 2000, seed: int = 0
-) -> Comparison:
+) -> PairedDifference:
     """Compare variant A with variant B over seeds paired by position (``a[i]`` and ``b[i]`` share seed i).
 
     Args:
@@ -162,7 +164,7 @@ def compare_paired(
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, n, size=(n_boot, n))  # resample seed pairs
     p_low, p_high = _percentile_interval(wins[idx].mean(axis=1), level)
-    return Comparison(
+    return PairedDifference(
         n=n,
         mean_diff=mean_diff,
         sd_diff=sd_diff,
@@ -476,7 +478,7 @@ class Verdict:
 
 
 def verdict(
-    cmp: Comparison,
+    cmp: PairedDifference,
     p_adjusted: float,
     *,
     combined_ci: tuple[float, float] | None = None,

@@ -18,7 +18,7 @@ from scipy import stats as sps
 from sklearn.metrics import accuracy_score, f1_score
 
 from rnnreg.stats import (
-    Comparison,
+    PairedDifference,
     Summary,
     _per_seed_metric,  # the replicate's metric, checked against scikit-learn's sample_weight
     compare_paired,
@@ -513,9 +513,9 @@ def test_power_functions_reject_bad_input(call: object, match: str) -> None:
 # verdict
 
 
-def _comparison(n: int, mean_diff: float, sd_diff: float) -> Comparison:
-    """A Comparison with the fields verdict reads; the rest are placeholders."""
-    return Comparison(n, mean_diff, sd_diff, math.nan, math.nan, math.nan, 0.5, 0.0, 1.0)
+def _comparison(n: int, mean_diff: float, sd_diff: float) -> PairedDifference:
+    """A PairedDifference with the fields verdict reads; the rest are placeholders."""
+    return PairedDifference(n, mean_diff, sd_diff, math.nan, math.nan, math.nan, 0.5, 0.0, 1.0)
 
 
 def test_verdict_without_enough_seeds_is_no_verdict() -> None:

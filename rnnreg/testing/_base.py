@@ -31,7 +31,7 @@ _TOLERANCES = {
 # error scales with the logits, so no absolute floor is needed. bf16 keeps 8 significant bits (eps 2^-8 = 3.9e-3):
 # the bound is 12.8 eps, ~3.5x the worst measured, while a lost signal (error ~ the logits themselves) is ~20x over.
 # fp16 keeps 11 bits; the same 12.8 eps (0.0125) held with a 12x margin on 60 GRU classifiers under CPU fp16 autocast
-# (worst 1.1e-3). Not measured on CUDA here; INVARIANTS.md cites fp16 LSTM vs fp32 relative L2 ~4e-4 there.
+# (worst 1.1e-3). Not measured on CUDA here; pytorch#175845 reports fp16 LSTM vs fp32 relative L2 ~4e-4 there.
 _AMP_RTOL = {torch.bfloat16: 12.8 * 2.0**-8, torch.float16: 12.8 * 2.0**-10}
 
 Model = Callable[[Tensor, Tensor], Tensor]
