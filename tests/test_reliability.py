@@ -30,11 +30,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from rnnreg import data, fsio
 from rnnreg import fit as fit_module
+from rnnreg import fsio
 from rnnreg.cli import main
 from rnnreg.config import DataConfig, Experiment, ModelConfig, TrainConfig
 from rnnreg.data import Corpus
+from rnnreg.data.sources import vader
 from rnnreg.fit import TrainingDiverged, fit, load_model, prepare, read_checkpoint
 
 ROWS = "".join(f"{'good fun movie' if i % 2 else 'bad dull plot'} {i},{'pos' if i % 2 else 'neg'}\n" for i in range(40))
@@ -573,17 +574,17 @@ def _tar_gz(members: dict[str, bytes]) -> bytes:
     return buffer.getvalue()
 
 
-SNIPPETS = {name: f"1\t2.5\tgood {name}\r\n2\t-1.0\tbad {name}\r\n".encode() for name in data.VADER_FILES.values()}
+SNIPPETS = {name: f"1\t2.5\tgood {name}\r\n2\t-1.0\tbad {name}\r\n".encode() for name in vader.VADER_FILES.values()}
 
 
 @pytest.fixture
 def sdist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A stand-in for the vaderSentiment archive, with the pinned checksum pointed at it."""
-    inner = _tar_gz({f"{data._VADER_DIR}/{name}": content for name, content in SNIPPETS.items()})
-    path = tmp_path / "pypi" / data.VADER_SDIST
+    inner = _tar_gz({f"{vader._VADER_DIR}/{name}": content for name, content in SNIPPETS.items()})
+    path = tmp_path / "pypi" / vader.VADER_SDIST
     path.parent.mkdir()
-    path.write_bytes(_tar_gz({data._VADER_INNER: inner}))
-    monkeypatch.setattr(data, "VADER_SDIST_SHA256", hashlib.sha256(path.read_bytes()).hexdigest())
+    path.write_bytes(_tar_gz({vader._VADER_INNER: inner}))
+    monkeypatch.setattr(vader, "VADER_SDIST_SHA256", hashlib.sha256(path.read_bytes()).hexdigest())
     return path
 
 
@@ -597,7 +598,7 @@ def _fake_pip(monkeypatch: pytest.MonkeyPatch, script: str) -> list[list[str]]:
         dest = cmd[cmd.index("-d") + 1]
         return real_run([sys.executable, "-c", f"DEST = {dest!r}\n" + script], **kwargs)  # type: ignore[call-overload]
 
-    monkeypatch.setattr(data.subprocess, "run", run)
+    monkeypatch.setattr(vader.subprocess, "run", run)
     return calls
 
 
@@ -613,11 +614,11 @@ def test_pip_output_stays_hidden_on_success(
     sdist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
     calls = _fake_pip(monkeypatch, f"SOURCE = {str(sdist)!r}\n" + NOISY_PIP)
-    folder = data.fetch_vader(tmp_path / "cache")
+    folder = vader.fetch_vader(tmp_path / "cache")
     assert len(calls) == 1
     assert capfd.readouterr() == ("", "")  # nothing reached the terminal, at the file-descriptor level
-    assert (folder / data.VADER_FILES["movies"]).read_bytes() == SNIPPETS[data.VADER_FILES["movies"]]
-    data.fetch_vader(tmp_path / "cache")  # offline afterwards: pip is not run again
+    assert (folder / vader.VADER_FILES["movies"]).read_bytes() == SNIPPETS[vader.VADER_FILES["movies"]]
+    vader.fetch_vader(tmp_path / "cache")  # offline afterwards: pip is not run again
     assert len(calls) == 1
 
 
@@ -642,25 +643,25 @@ def test_failed_fetch_shows_pips_error_and_what_to_do(
     line = _one_error_line(err)
     assert code == 2 and expected in line
     assert "Without network" in line and "pip download" in line and "RNNREG_CACHE" in line
-    assert not (tmp_path / "cache" / data.VADER_SDIST).exists()
+    assert not (tmp_path / "cache" / vader.VADER_SDIST).exists()
 
 
 def test_a_pip_that_hangs_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def run(cmd: list[str], **kwargs: object) -> None:
-        raise subprocess.TimeoutExpired(cmd, data._PIP_TIMEOUT_S)
+        raise subprocess.TimeoutExpired(cmd, vader._PIP_TIMEOUT_S)
 
-    monkeypatch.setattr(data.subprocess, "run", run)
-    with pytest.raises(data.DatasetUnavailableError, match=f"pip did not finish within {data._PIP_TIMEOUT_S} s"):
-        data.fetch_vader(tmp_path / "cache")
+    monkeypatch.setattr(vader.subprocess, "run", run)
+    with pytest.raises(vader.DatasetUnavailableError, match=f"pip did not finish within {vader._PIP_TIMEOUT_S} s"):
+        vader.fetch_vader(tmp_path / "cache")
 
 
 def test_checksum_mismatch_is_refused_and_never_extracted(sdist: Path, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     cache.mkdir()
-    (cache / data.VADER_SDIST).write_bytes(sdist.read_bytes()[:-1] + b"x")  # one byte changed
-    with pytest.raises(data.DatasetUnavailableError, match=r"expected .* it is corrupt or another release; delete it"):
-        data.fetch_vader(cache)
-    assert not (cache / data._VADER_DIR).exists()
+    (cache / vader.VADER_SDIST).write_bytes(sdist.read_bytes()[:-1] + b"x")  # one byte changed
+    with pytest.raises(vader.DatasetUnavailableError, match=r"expected .* it is corrupt or another release; delete it"):
+        vader.fetch_vader(cache)
+    assert not (cache / vader._VADER_DIR).exists()
 
 
 @pytest.mark.parametrize("damage", ["truncate", "delete", "manifest"])
@@ -669,15 +670,15 @@ def test_a_damaged_cache_is_rebuilt_never_read(
 ) -> None:
     cache = tmp_path / "cache"
     cache.mkdir()
-    shutil.copy(sdist, cache / data.VADER_SDIST)  # placed by hand: no pip
-    folder = data.fetch_vader(cache)
-    movies = folder / data.VADER_FILES["movies"]
+    shutil.copy(sdist, cache / vader.VADER_SDIST)  # placed by hand: no pip
+    folder = vader.fetch_vader(cache)
+    movies = folder / vader.VADER_FILES["movies"]
     if damage == "truncate":
         movies.write_bytes(movies.read_bytes()[:5])
     elif damage == "delete":
         movies.unlink()
     else:
-        (folder / data._MANIFEST).write_text("{not json")
+        (folder / vader._MANIFEST).write_text("{not json")
     with pytest.warns(UserWarning, match=r"is damaged .* rebuilding it"):
-        assert data.fetch_vader(cache) == folder
+        assert vader.fetch_vader(cache) == folder
     assert movies.read_bytes() == SNIPPETS[movies.name]
