@@ -103,3 +103,13 @@ def test_the_flag_replaces_the_parameter_but_a_path_is_quoted_as_given(
         f"rnnreg: error: --json {str(path)!r}: the folder {str(path.parent)!r} does not exist; create it or choose "
         "another path"
     )
+
+
+GROUPS = ("step", "length", "batch", "main", "mainep", "epoch")  # the first column of a table row
+
+
+def test_data_none_skips_the_epoch_and_main_job_rows(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["bench", "--quick", "--batch-size", "2", "--seq-len", "2", "--repeats", "1", "--threads", "1"]
+    assert main([*argv, "--data", "none"]) == 0
+    groups = {line.split()[0] for line in capsys.readouterr().out.splitlines() if line[:6].rstrip() in GROUPS}
+    assert groups == {"step", "length", "batch"}  # no main, mainep or epoch row, and no data set loaded
