@@ -53,7 +53,7 @@ LAYERS, MODEL, STEP, FIT, DATA, CONFIG, CLI = (
     "rnnreg/model.py",
     "rnnreg/step.py",
     "rnnreg/fit.py",
-    "rnnreg/data.py",
+    "rnnreg/data/corpus.py",
     "rnnreg/config.py",
     "rnnreg/cli.py",
 )
@@ -76,7 +76,7 @@ T_LAYERS, T_MODEL, T_STEP, T_FIT, T_DATA, T_CONFIG, T_CLI = (
     "tests/test_model.py",
     "tests/test_step.py",
     "tests/test_fit.py",
-    "tests/test_data.py",
+    "tests/test_data_corpus.py",
     "tests/test_config.py",
     "tests/test_cli.py",
 )
@@ -629,7 +629,7 @@ PLANTS: tuple[Plant, ...] = (
         "rnnreg/batch.py",
         "    tokens = torch.full((len(examples), max(lengths)), pad_id, dtype=torch.int64)\n",
         "    tokens = torch.full((len(examples), max(lengths)), 1, dtype=torch.int64)\n",
-        (T_DATA,),
+        ("tests/test_batch.py",),
     ),
 )
 
