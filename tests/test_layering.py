@@ -38,8 +38,9 @@ RANKS: dict[str, int] = {
     "rnnreg.sweep": 13,
     "rnnreg.stats": 14,
     "rnnreg.report": 15,  # reads stats
-    "rnnreg.study": 16,  # the main job as a library call
-    "rnnreg.cli": 17,
+    "rnnreg.outputs": 16,  # a report's files and plots: report computes, outputs draws and writes
+    "rnnreg.study": 17,  # the main job as a library call
+    "rnnreg.cli": 18,
 }
 
 # Tighter than the ranks: all these packages may import (besides themselves).
