@@ -32,7 +32,6 @@ import pytest
 import torch
 from reference_models import buggy, styles
 from reference_models import correct as ref
-from test_check_layers import NeverDrops
 from torch import Tensor, nn
 
 from rnnreg.testing import checks
@@ -92,7 +91,7 @@ BUGS = [
         for p in (0.02, 0.1)
     ],
     *[
-        pytest.param(embedding, lambda p: NeverDrops(1_000), p, "never applied", id=f"embedding-never-drops-p{p}")
+        pytest.param(embedding, lambda p: buggy.NeverDrops(1_000), p, "never applied", id=f"embedding-never-drops-p{p}")
         for p in (0.02, 0.1, 0.5)
     ],
     *[

@@ -7,8 +7,10 @@ import functools
 
 import pytest
 import torch
+from helpers import fresh
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from reference_models import correct as ref
 from torch import nn
 
 from rnnreg.batch import Batch, collate
@@ -105,16 +107,15 @@ def test_train_step_passes_amp_clipping_and_the_scaler_protocol_with_autocast_on
 def test_project_param_groups_pass_the_decay_group_check_unless_told_to_decay_everything(
     decay_bias_and_norm: bool,
 ) -> None:
-    from rnnreg.testing import regularizers
 
     torch.manual_seed(0)
     model = build_model(ModelConfig(embed_dim=8, hidden_dim=8), VOCAB, CLASSES)
     cfg = TrainConfig(optimizer="adamw", weight_decay=0.01, decay_bias_and_norm=decay_bias_and_norm)
     if decay_bias_and_norm:  # the opt-in the config offers is exactly what the check reports
         with pytest.raises(checks.InvariantViolation, match="biases and norm parameters"):
-            regularizers.check_decay_groups(model, make_optimizer(model, cfg))
+            checks.check_decay_groups(model, make_optimizer(model, cfg))
     else:
-        regularizers.check_decay_groups(model, make_optimizer(model, cfg))
+        checks.check_decay_groups(model, make_optimizer(model, cfg))
 
 
 def test_project_embedding_dropout_and_weight_drop_pass_their_checks() -> None:
@@ -137,3 +138,13 @@ class _EmbedThenDrop(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.parts["drop"](self.parts["table"](tokens), tokens)
+
+
+def test_rnnreg_param_groups_pass_the_decay_group_check() -> None:
+    from rnnreg.config import TrainConfig
+    from rnnreg.step import make_optimizer
+
+    model = fresh(ref.TransformerClassifier)
+    for decay_embedding in (True, False):
+        cfg = TrainConfig(optimizer="adamw", weight_decay=0.01, decay_embedding=decay_embedding)
+        checks.check_decay_groups(model, make_optimizer(model, cfg))

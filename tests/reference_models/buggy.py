@@ -1,4 +1,5 @@
-"""Planted bugs for the checks added in issue 10; each is one realistic mistake away from a correct version."""
+"""Planted bugs in clipping, locked / embedding dropout, weight drop and decay groups; each is one realistic mistake
+away from a correct version in correct.py (the buggy training steps are in steps.py)."""
 
 from __future__ import annotations
 
@@ -9,88 +10,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from reference_models.correct import VOCAB, AWDEmbeddingDropout, FunctionalWeightDrop
-
-# ---------------------------------------------------------------------------------------------------------------
-# AMP steps
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def _loss(model: nn.Module, batch: Any) -> Tensor:
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        return F.cross_entropy(model(batch.tokens, batch.lengths).float(), batch.labels)
-
-
-def step_optimizer_not_scaler(model: nn.Module, batch: Any, optimizer: Any, scaler: Any, max_norm: float) -> None:
-    """optimizer.step() instead of scaler.step(optimizer): an overflowing step is applied."""
-    scaler.scale(_loss(model, batch)).backward()
-    scaler.unscale_(optimizer)
-    nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-    optimizer.step()
-    scaler.update()
-    optimizer.zero_grad()
-
-
-def step_never_updates(model: nn.Module, batch: Any, optimizer: Any, scaler: Any, max_norm: float) -> None:
-    """scaler.update() never called."""
-    scaler.scale(_loss(model, batch)).backward()
-    scaler.unscale_(optimizer)
-    nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-    scaler.step(optimizer)
-    optimizer.zero_grad()
-
-
-def step_twice(model: nn.Module, batch: Any, optimizer: Any, scaler: Any, max_norm: float) -> None:
-    """scaler.step(optimizer) followed by a leftover optimizer.step(): the update is applied twice."""
-    scaler.scale(_loss(model, batch)).backward()
-    scaler.unscale_(optimizer)
-    nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-    scaler.step(optimizer)
-    optimizer.step()
-    scaler.update()
-    optimizer.zero_grad()
-
-
-def step_sums_the_loss(model: nn.Module, batch: Any, optimizer: Any, scaler: Any, max_norm: float) -> None:
-    """reduction='sum': the gradient is batch-size times too large, which active clipping hides."""
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        loss = F.cross_entropy(model(batch.tokens, batch.lengths).float(), batch.labels, reduction="sum")
-    scaler.scale(loss).backward()
-    scaler.unscale_(optimizer)
-    nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-    scaler.step(optimizer)
-    scaler.update()
-    optimizer.zero_grad()
-
-
-def step_scales_twice(model: nn.Module, batch: Any, optimizer: Any, scaler: Any, max_norm: float) -> None:
-    """The loss multiplied by the scale by hand and then by scaler.scale: unscale_ removes only one factor."""
-    scaler.scale(_loss(model, batch) * scaler.get_scale()).backward()
-    scaler.unscale_(optimizer)
-    nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-    scaler.step(optimizer)
-    scaler.update()
-    optimizer.zero_grad()
-
-
-def step_overclips(model: nn.Module, batch: Any, optimizer: Any, scaler: Any, max_norm: float) -> None:
-    """Clips to half of max_norm."""
-    scaler.scale(_loss(model, batch)).backward()
-    scaler.unscale_(optimizer)
-    nn.utils.clip_grad_norm_(model.parameters(), 0.5 * max_norm)
-    scaler.step(optimizer)
-    scaler.update()
-    optimizer.zero_grad()
-
-
-def step_crashes_on_overflow(model: nn.Module, batch: Any, optimizer: Any, scaler: Any, max_norm: float) -> None:
-    """error_if_nonfinite=True: a routine fp16 overflow becomes a crash."""
-    scaler.scale(_loss(model, batch)).backward()
-    scaler.unscale_(optimizer)
-    nn.utils.clip_grad_norm_(model.parameters(), max_norm, error_if_nonfinite=True)
-    scaler.step(optimizer)
-    scaler.update()
-    optimizer.zero_grad()
-
 
 # ---------------------------------------------------------------------------------------------------------------
 # Clipping
@@ -193,6 +112,25 @@ class KeepProbEmbeddingDropout(AWDEmbeddingDropout):
         if self.training:
             weight = weight * weight.new_empty(VOCAB, 1).bernoulli_(self.p) / (1 - self.p)
         return F.embedding(tokens, weight)
+
+
+class EvalDroppingEmbedding(AWDEmbeddingDropout):
+    """Drops word types in eval mode too: the mask ignores self.training."""
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        mask = self.embed.weight.new_empty(VOCAB, 1).bernoulli_(1 - self.p) / (1 - self.p)
+        return F.embedding(tokens, self.embed.weight * mask)
+
+
+class NeverDrops(nn.Module):
+    """An embedding dropout whose mask is drawn and thrown away: the vectors pass unchanged."""
+
+    def __init__(self, vocab: int) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, 6)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        return self.embed(tokens)
 
 
 # ---------------------------------------------------------------------------------------------------------------

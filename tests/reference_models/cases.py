@@ -1,7 +1,7 @@
 """Small models, layers and clip / loss / optimizer / step functions shared by the check tests.
 
 Each is a correct reference (named after what it is) or one realistic bug (named after the bug); the tests that
-use them are tests/test_checks.py and the per-topic tests/test_check_*.py.
+use them are the per-module tests/test_check_*.py. Training steps are in steps.py.
 """
 
 from __future__ import annotations
@@ -100,11 +100,6 @@ class LargeOffsetLogits(PackedBiLSTM):
     def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
         shifted = self.head(self.features(tokens, lengths) + 512.0)  # features near 512: bf16 spacing is 4
         return shifted - self.head(torch.full_like(self.features(tokens, lengths), 512.0))
-
-
-def fresh(build: Callable[[], nn.Module]) -> nn.Module:
-    torch.manual_seed(0)
-    return build()
 
 
 MODEL_CHECKS: list[Callable[[Any, Batch], Any]] = [
@@ -226,26 +221,6 @@ def adam_l2_from_squared_norm(params: list[Tensor], lr: float, wd: float) -> tor
     return torch.optim.Adam(params, lr=lr, weight_decay=2 * wd)
 
 
-def _loss(model: nn.Module, batch: Batch) -> Tensor:
-    return F.cross_entropy(model(batch.tokens, batch.lengths), batch.labels)
-
-
-def step_right(model: nn.Module, batch: Batch, optimizer: Any, scaler: Any, max_norm: float) -> None:
-    scaler.scale(_loss(model, batch)).backward()
-    scaler.unscale_(optimizer)
-    nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-    scaler.step(optimizer)
-    scaler.update()
-    optimizer.zero_grad(set_to_none=True)
-
-
-def step_clips_scaled(model: nn.Module, batch: Batch, optimizer: Any, scaler: Any, max_norm: float) -> None:
-    scaler.scale(_loss(model, batch)).backward()
-    nn.utils.clip_grad_norm_(model.parameters(), max_norm)  # before unscale_: clips gradients x 65536
-    scaler.step(optimizer)
-    scaler.update()
-
-
 class NaNRows(PackedBiLSTM):
     """Produces NaN logits in rows 1 and 3, e.g. a division by a zero count."""
 
@@ -307,3 +282,19 @@ def clip_creates_missing_grads(params: list[Tensor], max_norm: float) -> Tensor:
         if p.grad is None:
             p.grad = torch.zeros_like(p)  # "every parameter has a gradient", frozen ones included
     return nn.utils.clip_grad_norm_(params, max_norm)
+
+
+class NaNOnOneRow(PackedBiLSTM):
+    """NaN logits for a batch of one row only (a variance over the batch divides by B - 1 = 0)."""
+
+    def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+        out = super().forward(tokens, lengths)
+        return out * float("nan") if len(tokens) == 1 else out
+
+
+class NaNUnderAutocast(PackedBiLSTM):
+    """NaN logits under autocast only (an overflow in low precision)."""
+
+    def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+        out = super().forward(tokens, lengths)
+        return out * float("nan") if torch.is_autocast_enabled("cpu") else out

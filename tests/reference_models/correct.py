@@ -1,7 +1,7 @@
 """Correct implementations written in styles other than rnnreg's own: every check must pass each of them.
 
 Each is small and written the way public code writes it (torch idioms, Hugging Face-style call conventions,
-hand-written optimizers and AMP steps). A FAIL on any of them is a false alarm.
+hand-written optimizers; the correct AMP steps are in steps.py). A FAIL on any of them is a false alarm.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from reference_models.steps import amp_step_bf16
 from rnnreg.batch import PAD_ID
 from rnnreg.layers import EmbeddingDropout, LockedDropout, WeightDrop
 
@@ -350,44 +351,6 @@ def hf_trainer_groups(model: nn.Module) -> torch.optim.Optimizer:
             {"params": [p for n, p in named if n in no_decay], "weight_decay": 0.0},
         ]
     )
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# AMP training steps: train_step(model, batch, optimizer, scaler, max_norm)
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def _amp_step(model: nn.Module, batch: Any, optimizer: Any, scaler: Any, max_norm: float, dtype: torch.dtype) -> None:
-    with torch.autocast("cpu", dtype=dtype):
-        logits = model(batch.tokens, batch.lengths)
-        loss = F.cross_entropy(logits.float(), batch.labels)
-    scaler.scale(loss).backward()
-    scaler.unscale_(optimizer)
-    nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-    scaler.step(optimizer)
-    scaler.update()
-    optimizer.zero_grad(set_to_none=True)
-
-
-def amp_step_bf16(model: nn.Module, batch: Any, optimizer: Any, scaler: Any, max_norm: float) -> None:
-    _amp_step(model, batch, optimizer, scaler, max_norm, torch.bfloat16)
-
-
-def amp_step_fp16(model: nn.Module, batch: Any, optimizer: Any, scaler: Any, max_norm: float) -> None:
-    _amp_step(model, batch, optimizer, scaler, max_norm, torch.float16)
-
-
-def amp_step_skips_by_norm(model: nn.Module, batch: Any, optimizer: Any, scaler: Any, max_norm: float) -> None:
-    """Autocast bf16, the loss inside autocast, foreach clipping, and its own skip when the norm is not finite."""
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        loss = F.cross_entropy(model(batch.tokens, batch.lengths), batch.labels)
-    scaler.scale(loss).backward()
-    scaler.unscale_(optimizer)
-    norm = nn.utils.clip_grad_norm_(model.parameters(), max_norm, foreach=True)
-    if torch.isfinite(norm):
-        scaler.step(optimizer)
-    scaler.update()
-    optimizer.zero_grad()
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -1,10 +1,10 @@
-"""Regularizers written the way well-known public code writes them, correct and with the bugs users hit (issue 18).
+"""Regularizers written the way well-known public code writes them, correct and with the bugs users hit.
 
 Written for this corpus after the published patterns: AWD-LSTM's ``embedded_dropout`` and ``WeightDrop``
 (salesforce/awd-lstm-lm), fastai's ``EmbeddingDropout`` and ``WeightDropout``, PyTorch-NLP's ``WeightDropLSTM``,
-a ``torch.nn.utils.parametrize`` weight drop, BERT / Hugging Face / nanoGPT decay groups, and the torch AMP recipe
-with and without clipping. Names start with the style; a ``Buggy``/``buggy_`` prefix marks a planted bug, whose
-docstring says what a check must report.
+a ``torch.nn.utils.parametrize`` weight drop, and BERT / Hugging Face / nanoGPT decay groups (the torch AMP recipe
+and its buggy variants are in steps.py). Names start with the style; a ``Buggy``/``buggy_`` prefix marks a planted
+bug, whose docstring says what a check must report.
 """
 
 from __future__ import annotations
@@ -264,75 +264,6 @@ def timm_layer_decay_groups(model: nn.Module) -> torch.optim.Optimizer:
         ],
         lr=1e-3,
     )
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# AMP: the torch recipe (https://pytorch.org/docs/stable/notes/amp_examples.html), fp16 on CPU
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def _fp16_loss(model: nn.Module, batch: Any) -> Tensor:
-    with torch.autocast(device_type="cpu", dtype=torch.float16):
-        output = model(batch.tokens, batch.lengths)
-        return F.cross_entropy(output, batch.labels)
-
-
-def torch_recipe_with_clipping(model: nn.Module, batch: Any, optimizer: Any, scaler: Any, max_norm: float) -> None:
-    loss = _fp16_loss(model, batch)
-    scaler.scale(loss).backward()
-    scaler.unscale_(optimizer)
-    torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-    scaler.step(optimizer)
-    scaler.update()
-    optimizer.zero_grad()
-
-
-def torch_recipe(model: nn.Module, batch: Any, optimizer: Any, scaler: Any, max_norm: float) -> None:
-    """The recipe without clipping (``max_norm`` unused)."""
-    loss = _fp16_loss(model, batch)
-    scaler.scale(loss).backward()
-    scaler.step(optimizer)
-    scaler.update()
-    optimizer.zero_grad()
-
-
-def buggy_scaler_per_step(model: nn.Module, batch: Any, optimizer: Any, scaler: Any, max_norm: float) -> None:
-    """A GradScaler created inside every step: the one passed in is never used, the scale never adapts."""
-    own = torch.amp.GradScaler("cpu")
-    loss = _fp16_loss(model, batch)
-    own.scale(loss).backward()
-    own.step(optimizer)
-    own.update()
-    optimizer.zero_grad()
-
-
-def buggy_fp16_without_scaler(model: nn.Module, batch: Any, optimizer: Any, scaler: Any, max_norm: float) -> None:
-    """fp16 autocast and a plain backward: no loss scaling at all."""
-    _fp16_loss(model, batch).backward()
-    optimizer.step()
-    optimizer.zero_grad()
-
-
-def buggy_update_twice(model: nn.Module, batch: Any, optimizer: Any, scaler: Any, max_norm: float) -> None:
-    """``scaler.update()`` called twice (once in the step, once in a logging hook)."""
-    torch_recipe_with_clipping(model, batch, optimizer, scaler, max_norm)
-    scaler.update()
-
-
-def buggy_zero_grad_before_step(model: nn.Module, batch: Any, optimizer: Any, scaler: Any, max_norm: float) -> None:
-    """``optimizer.zero_grad()`` between backward and ``scaler.step``: the step finds no gradients."""
-    scaler.scale(_fp16_loss(model, batch)).backward()
-    optimizer.zero_grad()
-    scaler.step(optimizer)
-    scaler.update()
-
-
-def buggy_zero_grad_keep_tensors(model: nn.Module, batch: Any, optimizer: Any, scaler: Any, max_norm: float) -> None:
-    """``zero_grad(set_to_none=False)`` between backward and ``scaler.step``: the step applies zero gradients."""
-    scaler.scale(_fp16_loss(model, batch)).backward()
-    optimizer.zero_grad(set_to_none=False)
-    scaler.step(optimizer)
-    scaler.update()
 
 
 # ---------------------------------------------------------------------------------------------------------------

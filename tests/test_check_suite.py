@@ -1,18 +1,236 @@
-"""`rnnreg check` and run_checks on models of other styles: length-sorted batches, position tables declared first,
-EmbeddingBag, and usage errors said as usage errors (exit 2), not as FAIL or SKIP rows."""
+"""rnnreg.testing.suite and `rnnreg check`: load_object, run_checks and pytest_checks on models of every style
+(length-sorted batches, position tables declared first, EmbeddingBag), and usage errors said as usage errors
+(exit 2), not as FAIL or SKIP rows.
+
+What each check reports is in the file of its module (tests/test_check_model.py, ..._layers, ..._optim, ..._loss,
+..._step); the reports' JSON and JUnit forms are in tests/test_check_reports.py.
+"""
 
 from __future__ import annotations
 
+import functools
+import re
+import subprocess
+import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
+from reference_models import correct as ref
+from reference_models import styles
+from reference_models.cases import (
+    CLASSES,
+    NotebookLSTM,
+    PackedBiLSTM,
+    adamw,
+    smoothing_over_wrong_classes,
+    smoothing_reference,
+)
+from reference_models.steps import step_clips_scaled
 from torch import Tensor, nn
 
 from rnnreg.cli import main
-from rnnreg.testing import adapters, pytest_checks, run_checks
-from rnnreg.testing.suite import MODEL_CHECKS
+from rnnreg.testing import adapters, pytest_checks
+from rnnreg.testing.suite import MODEL_CHECKS, CheckResult, load_object, run_checks
+
+# ---------------------------------------------------------------------------------------------------------------
+# load_object: MODULE:ATTR and path/to/file.py:ATTR
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_load_object_resolves_module_and_dotted_attribute() -> None:
+    assert load_object("torch.nn.utils:clip_grad_norm_") is nn.utils.clip_grad_norm_
+    assert load_object("torch.nn:Linear.forward") is nn.Linear.forward
+
+
+def test_load_object_resolves_a_file_path(tmp_path: Path) -> None:
+    path = tmp_path / "my_models.py"
+    path.write_text("def build():\n    return 42\n")
+    assert load_object(f"{path}:build")() == 42
+
+
+def test_load_object_lets_a_file_import_its_siblings(tmp_path: Path) -> None:
+    (tmp_path / "helpers_for_rnnreg_test.py").write_text("SIZE = 7\n")
+    (tmp_path / "models.py").write_text("from helpers_for_rnnreg_test import SIZE\n\ndef build():\n    return SIZE\n")
+    assert load_object(f"{tmp_path / 'models.py'}:build")() == 7
+    assert str(tmp_path) not in sys.path  # the folder was importable only while loading
+
+
+@pytest.mark.parametrize(
+    ("spec", "match"),
+    [
+        ("torch.nn.utils.clip_grad_norm_", "expected MODULE:ATTR"),
+        ("no_such_module_xyz:build", "could not import 'no_such_module_xyz'(.|\n)*ModuleNotFoundError"),
+        ("torch.nn.utils:clip_grad_nrom_", "has no attribute 'clip_grad_nrom_'(.|\n)*clip_grad_norm_"),
+        ("missing/dir/models.py:build", "no such file"),
+    ],
+)
+def test_load_object_errors_say_what_is_wrong(spec: str, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        load_object(spec)
+
+
+def test_load_object_reports_errors_raised_while_importing(tmp_path: Path) -> None:
+    path = tmp_path / "broken.py"
+    path.write_text("import not_installed_pkg_xyz\n")
+    with pytest.raises(ValueError, match=r"ModuleNotFoundError.*not_installed_pkg_xyz"):
+        load_object(f"{path}:build")
+    assert not any(name.startswith("_rnnreg_user_broken") for name in sys.modules)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# run_checks: every check in one call
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def by_name(rows: list[CheckResult]) -> dict[str, CheckResult]:
+    return {row.name: row for row in rows}
+
+
+def test_run_checks_passes_references_and_skips_what_is_missing() -> None:
+    rows = by_name(
+        run_checks(
+            lambda: PackedBiLSTM(),
+            loss_fn=smoothing_reference,
+            clip_fn=nn.utils.clip_grad_norm_,
+            optimizer_factory=adamw,
+            decoupled=True,
+            num_classes=CLASSES,
+        )
+    )
+    assert {name: row.status for name, row in rows.items()} == {
+        "eval_deterministic": "PASS",
+        "dropout_active": "PASS",
+        "padding_invariance": "PASS",
+        "pad_content": "PASS",
+        "batch_independence": "PASS",
+        "amp_parity": "PASS",
+        "gradient_clipping": "PASS",
+        "label_smoothing": "PASS",
+        "weight_decay": "PASS",
+        "amp_clipping": "SKIP",
+        "amp_scaler": "SKIP",
+        "locked_dropout": "SKIP",
+        "embedding_dropout": "SKIP",
+        "weight_drop": "SKIP",
+        "decay_groups": "SKIP",
+    }
+    assert "train_step" in rows["amp_clipping"].detail
+
+
+def test_run_checks_reports_the_notebook_bugs() -> None:
+    rows = by_name(
+        run_checks(NotebookLSTM, loss_fn=smoothing_over_wrong_classes, train_step=step_clips_scaled, num_classes=2)
+    )
+    assert rows["dropout_active"].status == "FAIL" and "num_layers=1" in rows["dropout_active"].detail
+    assert rows["padding_invariance"].status == "PASS"  # the notebook packs its sequences
+    assert rows["label_smoothing"].status == "FAIL"
+    assert rows["amp_clipping"].status == "FAIL"
+
+
+def test_run_checks_turns_crashes_into_failures_with_the_exception_type() -> None:
+    def broken() -> nn.Module:
+        raise RuntimeError("no weights file")
+
+    rows = run_checks(broken)
+    assert all(r.status == "FAIL" and "RuntimeError: no weights file" in r.detail for r in rows[:5])
+    # ... and names the line of the user's code that raised it
+    line = r"raised at .*test_check_suite\.py:\d+ \(broken\): raise RuntimeError"
+    assert all(re.search(line, r.detail) for r in rows[:5])
+
+
+def test_run_checks_names_the_users_line_when_a_checked_function_crashes() -> None:
+    def loss(logits: Tensor, targets: Tensor, eps: float) -> Tensor:
+        return F.cross_entropy(logits, targets, label_smoothing=eps, reduction="nonsense")
+
+    (row,) = run_checks(loss_fn=loss, only=["label_smoothing"])
+    assert row.status == "FAIL" and row.detail.startswith("ValueError: nonsense is not a valid value for reduction")
+    assert re.search(r"raised at .*test_check_suite\.py:\d+ \(loss\): return F\.cross_entropy", row.detail)
+
+
+def test_run_checks_skips_model_checks_without_an_embedding() -> None:
+    def no_embedding() -> Callable[[Tensor, Tensor], Tensor]:
+        return lambda tokens, lengths: tokens.float()
+
+    rows = run_checks(no_embedding)
+    assert all(r.status == "SKIP" and "pass vocab_size" in r.detail for r in rows[:5])
+
+
+def test_run_checks_needs_decoupled_with_an_optimizer_factory() -> None:
+    with pytest.raises(ValueError, match="decoupled=True"):
+        run_checks(optimizer_factory=adamw)
+
+
+def test_run_checks_builds_the_model_without_moving_the_global_rng() -> None:
+    rng = torch.get_rng_state()
+    run_checks(functools.partial(PackedBiLSTM, 0.3))
+    assert torch.equal(torch.get_rng_state(), rng)
+
+
+def test_run_checks_on_a_user_file_finds_an_embedding_bag_padding_leak(tmp_path: Path) -> None:
+    # What `rnnreg check path/to/models.py:build` does, end to end on a user file.
+    path = tmp_path / "user_models.py"
+    path.write_text(
+        textwrap.dedent(
+            """
+            from torch import nn
+
+            class Bag(nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.embedding = nn.EmbeddingBag(20, 4)  # not an nn.Embedding: vocab must be passed
+                    self.head = nn.Linear(4, 2)
+
+                def forward(self, tokens, lengths):
+                    return self.head(self.embedding(tokens))
+
+            def build():
+                return Bag()
+            """
+        )
+    )
+    rows = by_name(run_checks(load_object(f"{path}:build"), vocab_size=20))
+    assert rows["eval_deterministic"].status == "PASS"
+    assert rows["padding_invariance"].status == "FAIL"  # EmbeddingBag averages the pads in
+    assert rows["dropout_active"].status == "SKIP"  # no dropout at all: not applicable, not a FAIL
+
+
+def test_run_checks_passes_expect_decay_to_the_decay_groups_check() -> None:
+    def build() -> nn.Module:
+        return ref.TransformerClassifier()
+
+    (expected,) = run_checks(
+        build, groups_fn=styles.buggy_hf_groups_config_default, expect_decay=True, only=["decay_groups"]
+    )
+    assert expected.status == "FAIL" and "but expect_decay=True" in expected.detail
+    (plain,) = run_checks(build, groups_fn=styles.buggy_hf_groups_config_default, only=["decay_groups"])
+    assert plain.status == "PASS" and "none decays" in plain.detail
+
+
+def test_the_whole_suite_passes_a_reference_setup() -> None:
+    rows = run_checks(ref.TransformerClassifier, **ref.whole_suite_setup())
+    assert {r.name: r.status for r in rows if r.status != "PASS"} == {}
+
+
+def test_pad_content_is_the_only_thing_a_model_masking_by_pad_ids_trips_and_the_suite_warns() -> None:
+    rows = {r.name: r for r in run_checks(ref.MaskFromPadIds, num_classes=ref.CLASSES)}
+    assert rows["padding_invariance"].status == "PASS"
+    assert rows["pad_content"].status == "WARN" and "tokens != 0" in rows["pad_content"].detail
+    assert not [r.name for r in rows.values() if r.status == "FAIL"]
+
+
+def test_checks_import_without_hypothesis() -> None:
+    # `rnnreg check` must work without the test extras: only rnnreg.testing.strategies needs Hypothesis.
+    code = "import sys, rnnreg.testing; sys.exit('hypothesis' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# run_checks, pytest_checks and `rnnreg check` on models of other styles; usage errors
+# ---------------------------------------------------------------------------------------------------------------
 
 
 class SortedBatchesOnly(nn.Module):
