@@ -562,6 +562,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             repeats=args.repeats,
             epoch_data=None if args.data == "none" else args.data,
         )
+        if args.data == "none":  # defaults() keeps its default for a None override; 'none' skips the epoch rows
+            cfg = dataclasses.replace(cfg, epoch_data=None)
         if args.json is not None:
             bench.check_output_path(args.json, "json path")
         if args.plot is not None:

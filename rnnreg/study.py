@@ -26,6 +26,7 @@ from rnnreg.ablation import Plan, RunTask, build_plan, check_splits, data_finger
 from rnnreg.config import Experiment, apply_overrides
 from rnnreg.data import Corpus, load_corpus
 from rnnreg.fsio import OutputLock
+from rnnreg.outputs import write_outputs
 from rnnreg.sweep import RunStore, check_executor, check_manifest, refuse_other_data, split_cores, sweep
 
 
@@ -116,7 +117,7 @@ class Study:
                 num_classes=self.corpus.num_classes,
                 min_effect=self.min_effect,
             )
-            files = rep.write_outputs(report, rep.curves(self.plan, keys, result.records), self.out)
+            files = write_outputs(report, rep.curves(self.plan, keys, result.records), self.out)
         return StudyResult(
             report, self.out, tuple(files), result.ran, result.reused, tuple(result.failed), tuple(result.problems)
         )

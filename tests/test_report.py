@@ -13,7 +13,8 @@ import pytest
 
 from rnnreg.ablation import LINEAR, Comparison, Plan, Variant
 from rnnreg.config import Experiment
-from rnnreg.report import build_report, curves, render_markdown, render_text, write_outputs
+from rnnreg.outputs import write_outputs
+from rnnreg.report import build_report, curves, render_markdown, render_text
 
 Y_TEST = [0, 1, 0, 1, 1, 0, 1, 0]
 

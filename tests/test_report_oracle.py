@@ -27,10 +27,12 @@ from scipy import optimize
 from scipy import stats as sps
 from sklearn.metrics import f1_score
 
+import rnnreg.outputs as outputs_module
 import rnnreg.report as report_module
 from rnnreg.ablation import LINEAR, Comparison, Plan, Variant
 from rnnreg.config import Experiment
-from rnnreg.report import build_report, write_outputs
+from rnnreg.outputs import write_outputs
+from rnnreg.report import build_report
 
 ALPHA, POWER = 0.05, 0.8
 
@@ -754,7 +756,7 @@ def test_random_tables_show_the_same_numbers_in_csv_json_and_markdown(
     plan, records, keys, _ = _random_sweep(*drawn)
     report = build_report(plan, records, keys, data="random", y_test=Y_SMALL.tolist(), n_boot=200)
     with tempfile.TemporaryDirectory() as tmp, pytest.MonkeyPatch.context() as mp:
-        mp.setattr(report_module, "plot_report", lambda *args, **kwargs: [])  # the tables, not the pictures
+        mp.setattr(outputs_module, "plot_report", lambda *args, **kwargs: [])  # the tables, not the pictures
         write_outputs(report, {}, Path(tmp))
         js = json.loads((Path(tmp) / "summary.json").read_text(), parse_constant=pytest.fail)
         cs = _csv_rows((Path(tmp) / "summary.csv").read_text())

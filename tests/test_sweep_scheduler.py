@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import torch
 
-import rnnreg.report
+import rnnreg.outputs
 import rnnreg.sweep
 from rnnreg.ablation import RunTask, build_plan, data_fingerprint, tasks_for
 from rnnreg.cli import main
@@ -233,8 +233,8 @@ def test_the_out_lock_is_held_from_before_the_first_run_to_after_the_last_write(
 
     watch(rnnreg.sweep, "append_line")  # runs.jsonl
     watch(rnnreg.sweep, "atomic_write_text")  # the manifest
-    watch(rnnreg.report, "atomic_write_text")  # summary.csv/json/md
-    watch(rnnreg.report, "atomic_write_bytes")  # the plots
+    watch(rnnreg.outputs, "atomic_write_text")  # summary.csv/json/md
+    watch(rnnreg.outputs, "atomic_write_bytes")  # the plots
     fake.probe = lambda task: events.append(("run", task.variant, locked()))
     assert main(_argv(data, out)) == 0
     capsys.readouterr()

@@ -210,7 +210,7 @@ PLANTS: tuple[Plant, ...] = (
     Plant(
         "evaluate-swaps-label-ids",
         "rnnreg evaluate reports the checkpoint's accuracy on the file",
-        CLI,
+        FIT,
         "    remap = {i: loaded.label_names.index(name) for i, name in enumerate(corpus.label_names)}\n",
         "    remap = {i: len(loaded.label_names) - 1 - i for i, _ in enumerate(corpus.label_names)}\n",
         (T_CLI,),
@@ -591,9 +591,9 @@ PLANTS: tuple[Plant, ...] = (
     Plant(
         "lock-released-before-the-sweep",
         "the --out lock is held from before the first run to after the last write",
-        CLI,
-        "    with OutputLock(out):\n        fingerprint = data_fingerprint(corpus)\n",
-        "    with OutputLock(out):\n        pass\n    if True:\n        fingerprint = data_fingerprint(corpus)\n",
+        "rnnreg/study.py",
+        "        with OutputLock(self.out):\n            check_manifest(",
+        "        with OutputLock(self.out):\n            pass\n        if True:\n            check_manifest(",
         (T_SCHEDULER,),
     ),
     Plant(
