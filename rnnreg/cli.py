@@ -490,7 +490,7 @@ def _check_usage(args: argparse.Namespace) -> str | None:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from rnnreg.testing.report import summary, write_json, write_junit
+    from rnnreg.testing.results import summary, write_json, write_junit
     from rnnreg.testing.suite import load_object, run_checks
 
     given = {
@@ -634,6 +634,8 @@ _FLAGS = {
     "another out_dir": "another --out",
     "force=True": "--force",
     "executor='ray'": "--executor ray",
+    "json path": "--json",
+    "junit path": "--junit",
 }
 
 

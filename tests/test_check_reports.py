@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from rnnreg.batch import Batch
 from rnnreg.cli import main
 from rnnreg.testing import adapters, checks
-from rnnreg.testing.report import summary, to_json, to_junit
+from rnnreg.testing.results import summary, to_json, to_junit
 from rnnreg.testing.suite import CheckResult, pytest_checks, run_checks
 
 USER_MODULE = textwrap.dedent(
@@ -245,7 +245,7 @@ def test_run_checks_only_runs_the_named_checks_and_rejects_unknown_names() -> No
 
 
 def test_report_files_are_utf8_indented_json_and_declared_xml(tmp_path: Path) -> None:
-    from rnnreg.testing.report import write_json, write_junit
+    from rnnreg.testing.results import write_json, write_junit
 
     rows = [*rows_of_every_status(), CheckResult("f", "FAIL", "")]
     write_json(rows, tmp_path / "r.json")
@@ -278,7 +278,7 @@ def test_a_failed_report_write_keeps_the_previous_file_and_leaves_no_temp_file(
     import os
 
     from rnnreg import fsio
-    from rnnreg.testing.report import write_json, write_junit
+    from rnnreg.testing.results import write_json, write_junit
 
     json_path, xml_path = tmp_path / "r.json", tmp_path / "r.xml"
     json_path.write_text("previous json")
@@ -297,7 +297,7 @@ def test_a_failed_report_write_keeps_the_previous_file_and_leaves_no_temp_file(
 
 
 def test_a_report_path_that_is_a_folder_or_in_a_missing_one_is_refused_with_the_fix(tmp_path: Path) -> None:
-    from rnnreg.testing.report import write_json, write_junit
+    from rnnreg.testing.results import write_json, write_junit
 
     with pytest.raises(ValueError) as info:
         write_json(rows_of_every_status(), tmp_path)

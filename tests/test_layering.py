@@ -46,7 +46,7 @@ RANKS: dict[str, int] = {
 # Tighter than the ranks: all these packages may import (besides themselves).
 MAY_ONLY_IMPORT: dict[str, frozenset[str]] = {
     "rnnreg.data": frozenset({"rnnreg", "rnnreg.config", "rnnreg.batch"}),
-    # fsio: testing.report writes its JSON and JUnit files atomically (the bottom rank, beside config)
+    # fsio: testing.results writes its JSON and JUnit files atomically (the bottom rank, beside config)
     "rnnreg.testing": frozenset(
         {"rnnreg", "rnnreg.config", "rnnreg.fsio", "rnnreg.batch", "rnnreg.layers", "rnnreg.model", "rnnreg.step"}
     ),

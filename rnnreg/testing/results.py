@@ -1,4 +1,4 @@
-"""Reports of ``rnnreg check`` for CI: JSON, and JUnit XML that CI systems display as test results."""
+"""The results of ``rnnreg check`` as files for CI: JSON, and JUnit XML that CI systems display as test results."""
 
 from __future__ import annotations
 
