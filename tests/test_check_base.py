@@ -103,6 +103,13 @@ def _model_case(
     return pytest.param(MODEL_CHECK_NAMES[check], _model(check, good), _model(check, bad, **kw), id=id)
 
 
+def _gru_case(id: str, name: str, check: Callable[..., Any], bad: Callable[[], nn.Module]) -> Any:
+    """A row for a model check: a masked-mean GRU passes, ``bad`` fails, both on ``batch()``."""
+    return pytest.param(
+        name, lambda: check(fresh(ref.MaskedMeanGRU), batch()), lambda: check(fresh(bad), batch()), id=id
+    )
+
+
 def _pair(id: str, name: str, check: Callable[..., Any], good: Any, bad: Any, **kwargs: Any) -> Any:
     """A row for a check of a function: the same call on the correct and on the buggy one."""
     return pytest.param(name, functools.partial(check, good, **kwargs), functools.partial(check, bad, **kwargs), id=id)
@@ -130,40 +137,15 @@ def _groups(id: str, bad: Callable[[nn.Module], Any]) -> Any:
 # (the invariant's name, a passing call, a failing call): one row per failure path of every check.
 CASES = [
     # model checks
-    pytest.param(
-        EVAL,
-        lambda: checks.check_eval_deterministic(fresh(ref.MaskedMeanGRU), batch()),
-        lambda: checks.check_eval_deterministic(fresh(DropoutInEval), batch()),
-        id="eval-functional-dropout",
-    ),
+    _gru_case("eval-functional-dropout", EVAL, checks.check_eval_deterministic, DropoutInEval),
     _model_case("eval-nondeterministic", checks.check_eval_deterministic, cases.PackedBiLSTM, cases.DropoutInEval),
-    pytest.param(
-        DROPOUT,
-        lambda: checks.check_dropout_active(fresh(ref.MaskedMeanGRU), batch()),
-        lambda: checks.check_dropout_active(fresh(DropoutNeverTraining), batch()),
-        id="dropout-never-training",
-    ),
+    _gru_case("dropout-never-training", DROPOUT, checks.check_dropout_active, DropoutNeverTraining),
     _model_case("dropout-inert", checks.check_dropout_active, cases.PackedBiLSTM, cases.NotebookLSTM),
-    pytest.param(
-        PADDING,
-        lambda: checks.check_padding_invariance(fresh(ref.MaskedMeanGRU), batch()),
-        lambda: checks.check_padding_invariance(fresh(NoDropout), batch()),
-        id="padding-summed",
-    ),
+    _gru_case("padding-summed", PADDING, checks.check_padding_invariance, NoDropout),
     _model_case("padding-appended", checks.check_padding_invariance, cases.PackedBiLSTM, cases.UnpackedBiLSTM),
     _model_case("padding-wider-raises", checks.check_padding_invariance, cases.PackedBiLSTM, cases.FailsOnWiderBatch),
-    pytest.param(
-        PAD_CONTENT,
-        lambda: checks.check_pad_content(fresh(ref.MaskedMeanGRU), batch()),
-        lambda: checks.check_pad_content(fresh(ref.MaskFromPadIds), batch()),
-        id="pad-content",
-    ),
-    pytest.param(
-        BATCH,
-        lambda: checks.check_batch_independence(fresh(ref.MaskedMeanGRU), batch()),
-        lambda: checks.check_batch_independence(fresh(BatchNormalized), batch()),
-        id="batch-normalized",
-    ),
+    _gru_case("pad-content", PAD_CONTENT, checks.check_pad_content, ref.MaskFromPadIds),
+    _gru_case("batch-normalized", BATCH, checks.check_batch_independence, BatchNormalized),
     _model_case("batch-alone", checks.check_batch_independence, cases.PackedBiLSTM, cases.DividesByBatchMaxLength),
     _model_case(
         "batch-permuted",

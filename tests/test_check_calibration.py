@@ -1,9 +1,11 @@
-"""Seed calibration of the statistical layer checks: false alarms per check over many probe seeds (issue 18).
+"""Seed calibration of the statistical layer checks (rnnreg.testing.layer_checks): false alarms per check over many
+probe seeds.
 
-Before issue 18, correct AWD / fastai embedding dropouts were flagged on 2.3% of probe seeds at p = 0.1, 17% at
-p = 0.05 and 51% at p = 0.02. Each check now draws masks until about 50 drops (or keeps) are expected and tests
-the rate at 5 binomial sigma, so "nothing dropped" lies 7 sigma away while a correct layer leaves the band on
-~2e-5 of seeds (Poisson tail at 50); a p the budget cannot judge is NotEnoughEvidence, not a FAIL.
+Before the probes were sized by the expected number of drops, correct AWD / fastai embedding dropouts were flagged
+on 2.3% of probe seeds at p = 0.1, 17% at p = 0.05 and 51% at p = 0.02. Each check now draws masks until about 50
+drops (or keeps) are expected and tests the rate at 5 binomial sigma, so "nothing dropped" lies 7 sigma away while a
+correct layer leaves the band on ~2e-5 of seeds (Poisson tail at 50); a p the budget cannot judge is
+NotEnoughEvidence, not a FAIL.
 
 Measured false alarms over 300 probe seeds per row (``seed=1000..1299``; ``pytest -m slow
 tests/test_check_calibration.py``, about 10 minutes on one core):

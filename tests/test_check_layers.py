@@ -601,15 +601,8 @@ def test_a_weight_drop_that_cannot_train_after_eval_fails_naming_the_line(
 
 
 class KeepProbWeightDrop(ref.FunctionalWeightDrop):
-    def forward(self, x: Tensor) -> Any:
-        if not self.training:
-            return self.rnn(x)
-        dropped = {
-            name: w * torch.empty_like(w).bernoulli_(self.p) / (1 - self.p)
-            for name, w in self.rnn.named_parameters()
-            if name.startswith("weight_hh")
-        }
-        return torch.func.functional_call(self.rnn, dropped, (x,))
+    def drop_weight(self, w: Tensor) -> Tensor:
+        return w * torch.empty_like(w).bernoulli_(self.p) / (1 - self.p)
 
 
 def test_weight_drop_with_p_as_keep_probability_is_caught() -> None:
@@ -624,11 +617,8 @@ class RateWeightDrop(ref.FunctionalWeightDrop):
         super().__init__(p)
         self.q = q
 
-    def forward(self, x: Tensor) -> Any:
-        if not self.training:
-            return self.rnn(x)
-        dropped = {n: F.dropout(w, self.q, training=True) for n, w in self.rnn.named_parameters() if "weight_hh" in n}
-        return torch.func.functional_call(self.rnn, dropped, (x,))
+    def drop_weight(self, w: Tensor) -> Tensor:
+        return F.dropout(w, self.q, training=True)
 
 
 @pytest.mark.parametrize(

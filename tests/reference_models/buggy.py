@@ -3,6 +3,7 @@ away from a correct version in correct.py (the buggy training steps are in steps
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -171,10 +172,14 @@ class PerStepWeightDrop(nn.Module):
         self.cell = nn.GRUCell(5, 4)
 
     def forward(self, x: Tensor) -> Tensor:
+        return self.loop(x, lambda: F.dropout(self.cell.weight_hh, self.p, training=self.training))
+
+    def loop(self, x: Tensor, weight_hh: Callable[[], Tensor]) -> Tensor:
+        """The GRU recurrence over x [B, T, 5], taking weight_hh from ``weight_hh()`` at every step."""
         h = x.new_zeros(x.shape[0], 4)
         outs = []
         for t in range(x.shape[1]):
-            w_hh = F.dropout(self.cell.weight_hh, self.p, training=self.training)
+            w_hh = weight_hh()
             gi = F.linear(x[:, t], self.cell.weight_ih, self.cell.bias_ih)
             gh = F.linear(h, w_hh, self.cell.bias_hh)
             i_r, i_z, i_n = gi.chunk(3, 1)
@@ -191,18 +196,7 @@ class PerForwardStepLoop(PerStepWeightDrop):
 
     def forward(self, x: Tensor) -> Tensor:
         w_hh = F.dropout(self.cell.weight_hh, self.p, training=self.training)
-        h = x.new_zeros(x.shape[0], 4)
-        outs = []
-        for t in range(x.shape[1]):
-            gi = F.linear(x[:, t], self.cell.weight_ih, self.cell.bias_ih)
-            gh = F.linear(h, w_hh, self.cell.bias_hh)
-            i_r, i_z, i_n = gi.chunk(3, 1)
-            h_r, h_z, h_n = gh.chunk(3, 1)
-            r, z = torch.sigmoid(i_r + h_r), torch.sigmoid(i_z + h_z)
-            n = torch.tanh(i_n + r * h_n)
-            h = (1 - z) * n + z * h
-            outs.append(h)
-        return torch.stack(outs, 1)
+        return self.loop(x, lambda: w_hh)
 
 
 class CachedMaskWeightDrop(FunctionalWeightDrop):
@@ -237,26 +231,14 @@ class EvalDroppingWeightDrop(FunctionalWeightDrop):
     """training=True hard-coded: eval is random."""
 
     def forward(self, x: Tensor) -> Any:
-        dropped = {
-            name: F.dropout(w, self.p, training=True)
-            for name, w in self.rnn.named_parameters()
-            if name.startswith("weight_hh")
-        }
-        return torch.func.functional_call(self.rnn, dropped, (x,))
+        return self.run_dropped(x)
 
 
 class DetachedWeightDrop(FunctionalWeightDrop):
     """Builds the dropped copy from a detached weight: the raw weight never gets a gradient."""
 
-    def forward(self, x: Tensor) -> Any:
-        if not self.training:
-            return self.rnn(x)
-        dropped = {
-            name: F.dropout(w.detach(), self.p, training=True)
-            for name, w in self.rnn.named_parameters()
-            if name.startswith("weight_hh")
-        }
-        return torch.func.functional_call(self.rnn, dropped, (x,))
+    def drop_weight(self, w: Tensor) -> Tensor:
+        return F.dropout(w.detach(), self.p, training=True)
 
 
 # ---------------------------------------------------------------------------------------------------------------

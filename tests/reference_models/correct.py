@@ -427,12 +427,15 @@ class FunctionalWeightDrop(nn.Module):
     def forward(self, x: Tensor) -> Any:
         if not self.training:
             return self.rnn(x)
-        dropped = {
-            name: F.dropout(w, self.p, training=True)
-            for name, w in self.rnn.named_parameters()
-            if name.startswith("weight_hh")
-        }
+        return self.run_dropped(x)
+
+    def run_dropped(self, x: Tensor) -> Any:
+        """The RNN run on dropped copies of every weight_hh; the raw parameters stay as they are."""
+        dropped = {name: self.drop_weight(w) for name, w in self.rnn.named_parameters() if name.startswith("weight_hh")}
         return torch.func.functional_call(self.rnn, dropped, (x,))
+
+    def drop_weight(self, w: Tensor) -> Tensor:
+        return F.dropout(w, self.p, training=True)
 
 
 class ProjectedWeightDrop(FunctionalWeightDrop):

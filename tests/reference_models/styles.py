@@ -198,7 +198,7 @@ def buggy_parametrized_no_rescale(p: float) -> nn.Module:
 
 
 class BuggyMaskOnlyWeightDrop(nn.Module):
-    """functional_call with ``torch.where(keep, w, 0)``: right mask, no 1/(1-p) (the first miss of issue 18)."""
+    """functional_call with ``torch.where(keep, w, 0)``: right mask, no 1/(1-p) (the check once missed this one)."""
 
     def __init__(self, p: float) -> None:
         super().__init__()
