@@ -229,7 +229,7 @@ def test_checks_import_without_hypothesis() -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# run_checks, pytest_checks and `rnnreg check` on models of other styles; usage errors
+# run_checks and `rnnreg check` on models of other styles: sorted batches, position tables, EmbeddingBag
 # ---------------------------------------------------------------------------------------------------------------
 
 
@@ -354,6 +354,11 @@ def test_a_model_without_an_embedding_is_skipped_with_the_option_to_pass() -> No
     assert "no nn.Embedding or nn.EmbeddingBag); pass vocab_size= (rnnreg check --vocab-size N)" in detail
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# pytest_checks: the helper users put in their own test files
+# ---------------------------------------------------------------------------------------------------------------
+
+
 def test_pytest_checks_only_keeps_the_cases_of_the_named_checks() -> None:
     helper = pytest_checks(PositionsFirst, only=["eval_deterministic", "label_smoothing"])
     (marker,) = [m for m in helper.pytestmark if m.name == "parametrize"]  # type: ignore[attr-defined]
@@ -372,6 +377,10 @@ test_only_two_cases = pytest_checks(
     SortedBatchesOnly, call=adapters.sorted_by_length(), only=["pad_content", "amp_parity"]
 )
 
+
+# ---------------------------------------------------------------------------------------------------------------
+# `rnnreg check` on a user's file: the --call adapter and --input-size reach the checks
+# ---------------------------------------------------------------------------------------------------------------
 
 USER_MODULE = textwrap.dedent(
     """
@@ -429,6 +438,10 @@ def test_input_size_reaches_the_weight_drop_check(user_module: Path, capsys: pyt
     rows = {line.split()[0]: line.split()[1] for line in capsys.readouterr().out.splitlines() if line[:1].islower()}
     assert code == 0 and rows["weight_drop"] == "PASS"
 
+
+# ---------------------------------------------------------------------------------------------------------------
+# Usage errors: exit 2 and one line, never a FAIL or SKIP row
+# ---------------------------------------------------------------------------------------------------------------
 
 LOCKED = "rnnreg.layers:LockedDropout"
 CLIP = "torch.nn.utils:clip_grad_norm_"
