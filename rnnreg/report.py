@@ -29,6 +29,7 @@ METRICS = {
 SCORES = ("test_acc", "test_f1", "val_acc", "val_f1")  # the columns of the variant table
 LOWER_IS_BETTER = frozenset({"val_ece", "val_nll"})  # compared as B - A, so that a positive difference favours A
 MIN_SEEDS = 3  # below this no verdict is given
+ALPHA = 0.05  # the level of every verdict, after Holm's correction across the table
 # What each run's `mechanisms` holds, with the mechanism table's column names (see rnnreg.mechanisms).
 MECHANISMS = {
     "clip_rate": "clip rate",
@@ -203,6 +204,8 @@ def build_report(
         raw.append((c, cmp, combined))
     tested = [i for i, (_, cmp, _) in enumerate(raw) if cmp is not None]
     adjusted = dict(zip(tested, stats.holm([raw[i][1].p_value for i in tested]), strict=True))
+    # Seeds are planned at Holm's strictest step, alpha / m: enough seeds for any position in the table.
+    plan_alpha = ALPHA / max(len(tested), 1)
     comparisons = []
     for i, (c, cmp, combined) in enumerate(raw):
         p_adj = adjusted.get(i, math.nan)
@@ -210,7 +213,9 @@ def build_report(
         improvement = "undecided"
         if cmp is not None:
             ci = (combined[1], combined[2]) if combined is not None else None
-            verdict = stats.verdict(cmp, p_adj, combined_ci=ci, min_effect=min_effect, min_seeds=MIN_SEEDS)
+            verdict = stats.verdict(
+                cmp, p_adj, combined_ci=ci, min_effect=min_effect, min_seeds=MIN_SEEDS, plan_alpha=plan_alpha
+            )
             if {c.a, c.b} & cut:
                 verdict = _cut_verdict(verdict)
             improvement = stats.improvement_decision(cmp.p_improve_low, cmp.p_improve_high)
@@ -408,7 +413,8 @@ def _footnote(report: Report) -> str:
         f"initialisation, the data order and the dropout stream). p: paired t-test, Holm-corrected across the table. "
         f"P(A>B): share of seeds where A wins, bootstrap CI (Bouthillier et al. 2021). No verdict below {MIN_SEEDS} "
         f"seeds; 'no detectable difference' means these seeds would detect a difference of "
-        f"{report.min_effect:.3g} or more with 80% power. Other metric columns are means over seeds."
+        f"{report.min_effect:.3g} or more with 80% power, and seeds are planned, at alpha 0.05 divided by the number "
+        f"of comparisons (Holm's strictest step). Other metric columns are means over seeds."
         + (
             f" {METRICS[report.metric]} is lower-is-better: differences are B minus A, so positive favours A."
             if report.metric in LOWER_IS_BETTER

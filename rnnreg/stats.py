@@ -486,6 +486,7 @@ def verdict(
     alpha: float = 0.05,
     power: float = 0.8,
     min_seeds: int = 3,
+    plan_alpha: float | None = None,
 ) -> Verdict:
     """The verdict in words on one comparison A vs B.
 
@@ -496,7 +497,13 @@ def verdict(
         min_effect: the smallest difference worth finding (in metric units).
         alpha, power: significance level and the power a seed count is planned for.
         min_seeds: below this many seeds there is no verdict.
+        plan_alpha: the per-comparison level that the smallest detectable effect and "seeds needed" are planned
+            at (default ``alpha``). Under Holm across m comparisons pass ``alpha / m``: a raw p below it is
+            significant after the correction whatever the other comparisons give (Holm's strictest step).
     """
+    plan_alpha = alpha if plan_alpha is None else plan_alpha
+    if not (isinstance(plan_alpha, int | float) and 0 < plan_alpha < 1):
+        raise ValueError(f"plan_alpha must lie in (0, 1) (got {plan_alpha!r}); e.g. 0.05 / 6 for Holm over 6")
     _check_probability(p_adjusted, "p_adjusted")
     if isinstance(min_seeds, bool) or not isinstance(min_seeds, int) or min_seeds < 2:
         raise ValueError(f"min_seeds must be an integer >= 2 (got {min_seeds!r})")
@@ -513,7 +520,7 @@ def verdict(
     if n < min_seeds:
         return Verdict("no verdict", f"no verdict: {n} seeds (at least {min_seeds} needed)", math.nan, None)
 
-    mde = min_detectable_effect(cmp.sd_diff, n, alpha, power)
+    mde = min_detectable_effect(cmp.sd_diff, n, plan_alpha, power)
     if p_adjusted < alpha:
         direction = "helps" if cmp.mean_diff > 0 else "hurts"
         # the interval that counts test-set sampling must confirm the direction, not merely exclude 0
@@ -522,7 +529,7 @@ def verdict(
         return Verdict("inconclusive", "inconclusive: consistent over seeds, within test-set noise", mde, None)
     if mde <= min_effect:
         return Verdict("no detectable difference", "no detectable difference", mde, None)
-    needed = seeds_needed(max(abs(cmp.mean_diff), min_effect), cmp.sd_diff, alpha, power)
+    needed = seeds_needed(max(abs(cmp.mean_diff), min_effect), cmp.sd_diff, plan_alpha, power)
     if needed is None:
         text = f"inconclusive: {n} seeds, more than 10,000 needed"
     elif needed > n:
