@@ -2,7 +2,8 @@
 
 Only the driver writes: workers return records, the driver appends each one to ``runs.jsonl`` (one line, flushed
 and fsynced) as it arrives. A kill therefore loses at most the runs in flight, and the same command again runs only
-what is missing.
+what is missing. A worker that dies (the out-of-memory killer's SIGKILL) costs only the run it held: that run is
+recorded failed with the cause, the pool is rebuilt, and the runs in flight on the healthy workers run again.
 """
 
 from __future__ import annotations
@@ -12,10 +13,13 @@ import json
 import logging
 import multiprocessing
 import os
+import signal
 import socket
 import sys
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +32,9 @@ from rnnreg.fsio import append_line, atomic_write_text
 EXECUTORS = ("process", "ray")
 MANIFEST = "ablate.json"
 RUNS = "runs.jsonl"
+MAX_BREAKS = 3  # worker deaths in a row (no run finishing between them) before a sweep gives up on the rest
+WATCH_S = 1.0  # how often the driver checks its workers for one that died (the pool itself can miss it, see below)
+RAY_RETRIES = 1  # Ray reruns a task once when its worker process dies; a second death records the run failed
 
 
 def check_executor(executor: str, address: str | None) -> None:
@@ -51,9 +58,9 @@ def split_cores(
     """
     cores = cores or available_cores()
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
-        raise ValueError(f"--workers must be >= 1 (got {workers!r}); e.g. --workers {cores}")
+        raise ValueError(f"workers must be >= 1 (got {workers!r}); e.g. workers={cores}, one per core")
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise ValueError(f"--threads must be >= 1 (got {threads!r}); e.g. --threads 1")
+        raise ValueError(f"threads must be >= 1 (got {threads!r}); e.g. threads=1")
     n = min(workers or cores, max(runs, 1))
     return n, threads or max(1, cores // n)
 
@@ -132,72 +139,161 @@ def check_manifest(folder: Path, manifest: dict[str, Any], *, force: bool) -> No
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Executors: each yields ("started", task) and ("done", record) events; the driver alone writes
+# Executors: each yields ("started", task), ("requeued", task) and ("done", record) events; the driver alone writes
 
 
 Event = tuple[str, Any]
+RunFn = Callable[[RunTask, Corpus], dict[str, Any]]
 
 _WORKER_CORPUS: Corpus | None = None
+_WORKER_RUN: RunFn | None = None
+_WORKER_STARTS: Any = None  # a SimpleQueue: (key, pid) as each task starts, so the driver knows who held what
 
 
-def _init_worker(corpus: Corpus, threads: int) -> None:
-    global _WORKER_CORPUS
+def _init_worker(corpus: Corpus, threads: int, run_fn: RunFn | None = None, starts: Any = None) -> None:
+    global _WORKER_CORPUS, _WORKER_RUN, _WORKER_STARTS
     import torch
 
     torch.set_num_threads(threads)
     _WORKER_CORPUS = corpus
+    _WORKER_RUN = run_fn
+    _WORKER_STARTS = starts
 
 
 def _run_in_worker(task: RunTask) -> dict[str, Any]:
     if _WORKER_CORPUS is None:
         raise RuntimeError("worker was not initialised with the corpus")
-    return run(task, _WORKER_CORPUS)
+    if _WORKER_STARTS is not None:  # one small pipe write, done before the run: a death mid-run names its run
+        _WORKER_STARTS.put((task.key, os.getpid()))
+    return (_WORKER_RUN or run)(task, _WORKER_CORPUS)
 
 
 def run_local(tasks: Sequence[RunTask], corpus: Corpus, workers: int, threads: int) -> Iterator[Event]:
-    """One process (``workers == 1``) or a pool of fresh (spawned) processes, ``threads`` torch threads each."""
+    """One process (``workers == 1``) or a pool of fresh (spawned) processes, ``threads`` torch threads each.
+
+    A worker that dies mid-run breaks the pool: its run is recorded failed with the cause (the signal or exit code),
+    the runs in flight on the other workers are requeued, and a fresh pool goes on with them and the rest. After
+    :data:`MAX_BREAKS` deaths in a row with no run finishing between them, the rest is recorded failed instead.
+    """
+    run_fn = run  # looked up now, so that a stand-in set on this module reaches the workers too
     if workers == 1:
-        _init_worker(corpus, threads)
+        _init_worker(corpus, threads, run_fn)
         for task in tasks:
             yield "started", task
             yield "done", _run_in_worker(task)
         return
     # spawn, not fork: a forked child inherits torch's OpenMP state mid-flight, which can deadlock.
     ctx = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(corpus, threads))
-    queue = list(tasks)
-    running: dict[Future[dict[str, Any]], RunTask] = {}
+    queue = deque(tasks)
+    breaks = 0  # pool breaks since a run last finished
+    while queue:
+        starts = ctx.SimpleQueue()  # a fresh one per pool: a worker killed mid-write cannot block the next pool
+        pool = ProcessPoolExecutor(
+            workers, mp_context=ctx, initializer=_init_worker, initargs=(corpus, threads, run_fn, starts)
+        )
+        running: dict[Future[dict[str, Any]], RunTask] = {}
+        holder: dict[str, int] = {}  # run key -> pid of the worker that started it
+        broken = False
+        try:
+            while (queue or running) and not broken:
+                while queue and len(running) < workers:  # submit as slots free up, so "running" is honest
+                    try:
+                        future = pool.submit(_run_in_worker, queue[0])
+                    except BrokenProcessPool:  # a worker died while idle
+                        broken = True
+                        break
+                    running[future] = task = queue.popleft()
+                    yield "started", task
+                if broken:
+                    break
+                done, _ = wait(running, timeout=WATCH_S, return_when=FIRST_COMPLETED)
+                if not done and _any_dead(pool):
+                    # The pool watches the workers it had when it last started waiting; one spawned after that
+                    # (CPython 3.11) can die unnoticed while the others keep their runs. Stop them: now it notices.
+                    broken = True
+                    break
+                for future in done:
+                    if isinstance(future.exception(), BrokenProcessPool):
+                        broken = True  # handled below, once the pool has stopped every worker
+                        continue
+                    task = running.pop(future)
+                    breaks = 0
+                    try:
+                        yield "done", future.result()
+                    except (Exception, SystemExit) as e:  # raised in the worker outside run (an unpicklable result)
+                        yield "done", _crashed(task, f"worker crashed: {type(e).__name__}: {e}")
+                _drain(starts, holder)  # keeps the pipe from filling up on long sweeps
+        except BaseException:
+            # Interrupted (a signal, Ctrl-C, or the consumer stopped): the runs in flight are lost anyway, so stop their
+            # processes now instead of waiting for them to finish.
+            for process in list((getattr(pool, "_processes", None) or {}).values()):  # a private map pid -> Process
+                process.terminate()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        if not broken:
+            pool.shutdown()
+            starts.close()
+            return
+        # The pool broke: every worker is stopped (SIGTERM, by the pool or here). Whoever exited otherwise died.
+        processes = dict(getattr(pool, "_processes", None) or {})  # a private map pid -> Process; read before shutdown
+        for process in processes.values():
+            if process.exitcode is None:
+                process.terminate()
+        pool.shutdown(wait=True, cancel_futures=True)
+        _drain(starts, holder)
+        starts.close()
+        deaths = {pid: cause for pid, p in processes.items() if (cause := _death(p.exitcode)) is not None}
+        breaks += 1
+        lost = list(running.values())
+        again = [task for task in lost if holder.get(task.key) not in deaths]
+        for task in lost:
+            if task not in again:  # it killed its worker: not retried in this sweep, the next one retries it
+                yield "done", _crashed(task, deaths[holder[task.key]])
+        for task in again:
+            yield "requeued", task
+        queue.extendleft(reversed(again))
+        if queue and breaks >= MAX_BREAKS:
+            last = "; ".join(sorted(set(deaths.values()))) or "a worker stopped, cause unknown"
+            reason = (
+                f"not run: worker processes died {breaks} times in a row with no run finishing between ({last}); "
+                "the same sweep again retries it"
+            )
+            while queue:
+                yield "done", _crashed(queue.popleft(), reason)
+
+
+def _any_dead(pool: ProcessPoolExecutor) -> bool:
+    return any(p.exitcode is not None for p in list((getattr(pool, "_processes", None) or {}).values()))
+
+
+def _drain(starts: Any, holder: dict[str, int]) -> None:
+    while not starts.empty():
+        key, pid = starts.get()
+        holder[key] = pid
+
+
+def _death(exitcode: int | None) -> str | None:
+    """What ended a worker of a broken pool, or None for one still running or stopped by the pool (SIGTERM)."""
+    if exitcode is None or exitcode == -signal.SIGTERM:
+        return None
+    if exitcode >= 0:
+        return f"worker process exited with code {exitcode} mid-run"
     try:
-        while queue or running:
-            while queue and len(running) < workers:  # submit as slots free up, so "running" is honest
-                task = queue.pop(0)
-                running[pool.submit(_run_in_worker, task)] = task
-                yield "started", task
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in done:
-                task = running.pop(future)
-                try:
-                    yield "done", future.result()
-                except Exception as e:  # the worker process itself died (e.g. out of memory)
-                    yield "done", _crashed(task, e)
-    except BaseException:
-        # Interrupted (a signal, Ctrl-C, or the consumer stopped): the runs in flight are lost anyway, so stop their
-        # processes now instead of waiting for them to finish.
-        for process in list((getattr(pool, "_processes", None) or {}).values()):  # a private map pid -> Process
-            process.terminate()
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    pool.shutdown()
+        name = signal.Signals(-exitcode).name
+    except ValueError:
+        name = "unknown signal"
+    hint = " - out of memory? (the kernel's OOM killer sends SIGKILL)" if -exitcode == signal.SIGKILL else ""
+    return f"worker process killed by signal {-exitcode} ({name}){hint}"
 
 
-def _crashed(task: RunTask, error: BaseException) -> dict[str, Any]:
+def _crashed(task: RunTask, cause: str) -> dict[str, Any]:
     return {
         "key": task.key,
         "variant": task.variant,
         "kind": task.kind,
         "seed": task.seed,
         "status": "failed",
-        "error": f"worker crashed: {type(error).__name__}: {error}",
+        "error": cause,
     }
 
 
@@ -207,32 +303,36 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
         return  # Ray finds the cluster itself ("auto"), or a Ray Client URL it connects to on its own
     host, sep, port = address.rpartition(":")
     if not sep or not host or not port.isdigit():
-        raise ValueError(f"--address must be host:port of a Ray head node, e.g. 127.0.0.1:6379 (got {address!r})")
+        raise ValueError(f"address must be host:port of a Ray head node, e.g. 127.0.0.1:6379 (got {address!r})")
     try:
         with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
             pass
     except OSError as e:
         raise ValueError(
-            f"no Ray cluster answers at --address {address} ({e.strerror or e}); start one there with "
-            "`ray start --head`, or leave --address out to run Ray locally"
+            f"no Ray cluster answers at address {address} ({e.strerror or e}); start one there with "
+            "`ray start --head`, or leave address out (None) to run Ray locally"
         ) from None
 
 
-def _ray_task(task: RunTask, corpus: Corpus, threads: int) -> dict[str, Any]:
+def _ray_task(task: RunTask, corpus: Corpus, threads: int, run_fn: RunFn) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(threads)
-    return run(task, corpus)
+    return run_fn(task, corpus)
 
 
 def run_ray(
     tasks: Sequence[RunTask], corpus: Corpus, workers: int, threads: int, address: str | None
 ) -> Iterator[Event]:
-    """The same run function as Ray tasks (``threads`` CPUs each); results come back to the driver."""
+    """The same run function as Ray tasks (``threads`` CPUs each); results come back to the driver.
+
+    Ray reruns a task whose worker process died (:data:`RAY_RETRIES` times); a run that dies again is recorded failed
+    with Ray's reason, and the sweep goes on.
+    """
     try:
         import ray
     except ImportError:
-        raise ValueError("--executor ray needs Ray: pip install 'rnnreg[ray]'") from None
+        raise ValueError("executor='ray' needs Ray: pip install 'rnnreg[ray]'") from None
     started_here = not ray.is_initialized()
     if started_here:
         if address:
@@ -252,23 +352,25 @@ def run_ray(
             where = f"the Ray cluster at {address!r}" if address else "a local Ray instance"
             first = str(e).splitlines()[0] if str(e) else ""
             raise ValueError(
-                f"could not start or reach {where} ({type(e).__name__}: {first}); check --address (host:port of "
-                "`ray start --head`), or leave it out to run Ray locally"
+                f"could not start or reach {where} ({type(e).__name__}: {first}); check address (host:port of "
+                "`ray start --head`), or leave it out (None) to run Ray locally"
             ) from None
     pending: dict[Any, RunTask] = {}  # Ray object ref -> its task
     try:
-        remote = ray.remote(num_cpus=threads, max_retries=0)(_ray_task)
+        remote = ray.remote(num_cpus=threads, max_retries=RAY_RETRIES)(_ray_task)
         corpus_ref = ray.put(corpus)
+        run_fn = run  # looked up now, so that a stand-in set on this module reaches the workers too
         for task in tasks:
-            pending[remote.remote(task, corpus_ref, threads)] = task
+            pending[remote.remote(task, corpus_ref, threads, run_fn)] = task
             yield "started", task
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             task = pending.pop(done[0])
             try:
                 yield "done", ray.get(done[0])
-            except Exception as e:  # a Ray worker died
-                yield "done", _crashed(task, e)
+            except Exception as e:  # its worker died again after the retries (or Ray lost the object)
+                first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+                yield "done", _crashed(task, f"worker crashed: {type(e).__name__}: {first}")
     finally:
         for ref in pending:  # interrupted: the runs in flight are lost anyway
             ray.cancel(ref, force=True)
@@ -306,11 +408,12 @@ def sweep(
     Args:
         tasks: the plan's runs (see :func:`rnnreg.ablation.tasks_for`).
         corpus: the data every task splits by its seed.
-        store: where finished runs are; a failed run (an error) is retried by the next call, a diverged one is a result.
+        store: where finished runs are; a failed run (an error, or a worker that died) is retried by the next call,
+            a diverged one is a result.
         executor: "process" (a local pool) or "ray".
         workers: parallel runs (default: one per core).
         threads: torch threads per worker (default: the cores left over, so workers x threads <= cores).
-        address: an existing Ray cluster (``--address``); None starts a local one.
+        address: an existing Ray cluster (host:port); None starts a local one.
         progress: a tqdm bar over the runs (default: only when stdout is a terminal).
         on_record: called with each new record, in the driver.
     """
@@ -333,6 +436,8 @@ def sweep(
         for kind, payload in events:
             if kind == "started":
                 running += 1
+            elif kind == "requeued":  # in flight when another worker died; it runs again
+                running -= 1
             else:
                 running -= 1
                 store.append(payload)

@@ -102,7 +102,7 @@ def test_a_corrupt_middle_line_is_reported_with_its_number(tmp_path: Path) -> No
 def test_an_out_folder_with_other_data_is_refused_unless_forced(tmp_path: Path) -> None:
     check_manifest(tmp_path, {"fingerprint": "aaa", "data": "first data"}, force=False)
     check_manifest(tmp_path, {"fingerprint": "aaa", "data": "first data"}, force=False)  # same data: fine
-    with pytest.raises(ValueError, match=r"holds runs of other data \(first data\).*--force"):
+    with pytest.raises(ValueError, match=r"holds runs of other data \(first data\).*force=True"):
         check_manifest(tmp_path, {"fingerprint": "bbb", "data": "second data"}, force=False)
     check_manifest(tmp_path, {"fingerprint": "bbb", "data": "second data"}, force=True)
     assert json.loads((tmp_path / "ablate.json").read_text())["fingerprint"] == "bbb"
@@ -122,8 +122,25 @@ def test_workers_times_threads_never_exceeds_the_cores(
 
 @pytest.mark.parametrize("workers", [0, -2])
 def test_workers_must_be_positive(workers: int) -> None:
-    with pytest.raises(ValueError, match="--workers must be >= 1"):
+    with pytest.raises(ValueError, match=r"^workers must be >= 1 \(got -?\d\)"):
         split_cores(workers, 10, 2)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"executor": "threads"}, "executor must be one of process, ray (got 'threads')"),
+        ({"address": "127.0.0.1:1"}, "address '127.0.0.1:1' names a Ray cluster; it needs executor='ray'"),
+        ({"workers": 0}, "workers must be >= 1 (got 0)"),
+        ({"threads": 0}, "threads must be >= 1 (got 0)"),
+    ],
+)
+def test_sweep_errors_name_its_parameters_not_cli_flags(tmp_path: Path, options: dict, message: str) -> None:
+    tasks = tasks_for(build_plan("none", BASE, [["a"]], seeds=1, linear=False), BASE, "fp")
+    with pytest.raises(ValueError) as error:
+        sweep(tasks, _tiny_corpus(), RunStore(tmp_path), progress=False, **options)
+    assert str(error.value).startswith(message) and "--" not in str(error.value), str(error.value)
+    assert not (tmp_path / "runs.jsonl").exists()  # refused before anything ran
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -257,17 +274,18 @@ def test_sigterm_then_sigkill_mid_sweep_lose_only_the_runs_in_flight(tmp_path: P
 @pytest.mark.parametrize(
     ("args", "message"),
     [
+        # The library names each parameter and the CLI may say the flag instead: both spellings hold these texts.
         (["--data", "nosuchdata"], "neither a data set (movies, tweets, amazon, nyt, toy, synthetic)"),
         (["--preset", "fancy"], "unknown preset 'fancy'; choose one of default, notebook, full, none"),
-        (["--seeds", "0"], "--seeds must be >= 1 (got 0)"),
-        (["--workers", "0"], "--workers must be >= 1 (got 0)"),
-        (["--threads", "0"], "--threads must be >= 1 (got 0)"),
-        (["--epochs", "0"], "--max-epochs must be >= 1 (got 0)"),
-        (["--variant", "x", "model.nope=1"], "--variant x: --set model.nope: unknown key"),
-        (["--variant", "x", "model.input_p=2"], "--variant x: model.input_p must be a probability"),
-        (["--executor", "threads"], "--executor must be one of process, ray (got 'threads')"),
-        (["--address", "127.0.0.1:1"], "--address names a Ray cluster; add --executor ray"),
-        (["--metric", "loss"], "--metric must be one of test_acc, test_f1, val_acc, val_f1"),
+        (["--seeds", "0"], "seeds must be an int >= 1 (got 0)"),
+        (["--workers", "0"], "workers must be >= 1 (got 0)"),
+        (["--threads", "0"], "threads must be >= 1 (got 0)"),
+        (["--epochs", "0"], "epochs must be > 0 (got 0)"),
+        (["--variant", "x", "model.nope=1"], "variant x: model.nope: unknown key"),
+        (["--variant", "x", "model.input_p=2"], "variant x: model.input_p must be a probability"),
+        (["--executor", "threads"], "executor must be one of process, ray (got 'threads')"),
+        (["--address", "127.0.0.1:1"], "address '127.0.0.1:1' names a Ray cluster; it needs --executor ray"),
+        (["--metric", "loss"], "metric must be one of test_acc, test_f1, val_acc, val_f1"),
     ],
 )
 def test_bad_input_gives_one_line_exit_2_and_keeps_what_out_holds(
