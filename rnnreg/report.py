@@ -283,6 +283,8 @@ def answer(report: Report) -> str:
     lin = linear.metrics[report.metric] if linear else None
     if lin is not None and a is not None:
         relation = "above" if lin.mean > a.mean else "below"
+        if _fmt(lin.mean) == _fmt(a.mean):  # equal as printed: "below" would contradict the two numbers shown
+            relation = "level with"
         text += f"; the linear reference scores {_fmt(lin.mean)}, {relation} {main.a}"
     text += "."
     pair = (rows[main.a], rows[main.b])

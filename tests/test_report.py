@@ -253,3 +253,19 @@ def test_a_lower_is_better_metric_is_compared_so_that_a_positive_difference_favo
     assert report.comparisons[0].verdict.label == "helps"
     assert report.variants[1].metrics["val_ece"].mean == pytest.approx(0.035)
     assert "lower-is-better" in render_text(report)
+
+
+@pytest.mark.parametrize(
+    ("linear", "relation"),
+    [
+        ([0.79, 0.80, 0.81, 0.80], "0.800, above"),
+        ([0.70, 0.71, 0.72, 0.71], "0.710, below"),
+        ([0.7601, 0.7599, 0.7602, 0.7598], "0.760, level with"),
+    ],
+)
+def test_the_answer_places_the_linear_reference_as_the_printed_numbers_do(linear: list[float], relation: str) -> None:
+    values = {"baseline": [0.70, 0.72, 0.74, 0.70], "regularized": [0.75, 0.76, 0.77, 0.76], LINEAR: linear}
+    records, keys = _records(values)
+    plan = _plan(["baseline", "regularized"], [("regularized", "baseline")], 4, linear=True)
+    report = build_report(plan, records, keys, data="d")
+    assert f"the linear reference scores {relation} regularized." in report.answer
