@@ -219,9 +219,10 @@ def run_local(tasks: Sequence[RunTask], corpus: Corpus, workers: int, threads: i
                     task = running.pop(future)
                     breaks = 0
                     try:
-                        yield "done", future.result()
+                        record = future.result()
                     except (Exception, SystemExit) as e:  # raised in the worker outside run (an unpicklable result)
-                        yield "done", _crashed(task, f"worker crashed: {type(e).__name__}: {e}")
+                        record = _crashed(task, f"worker crashed: {type(e).__name__}: {e}")
+                    yield "done", record
                 _drain(starts, holder)  # keeps the pipe from filling up on long sweeps
         except BaseException:
             # Interrupted (a signal, Ctrl-C, or the consumer stopped): the runs in flight are lost anyway, so stop their
@@ -367,10 +368,11 @@ def run_ray(
             done, _ = ray.wait(list(pending), num_returns=1)
             task = pending.pop(done[0])
             try:
-                yield "done", ray.get(done[0])
+                record = ray.get(done[0])
             except Exception as e:  # its worker died again after the retries (or Ray lost the object)
                 first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-                yield "done", _crashed(task, f"worker crashed: {type(e).__name__}: {first}")
+                record = _crashed(task, f"worker crashed: {type(e).__name__}: {first}")
+            yield "done", record
     finally:
         for ref in pending:  # interrupted: the runs in flight are lost anyway
             ray.cancel(ref, force=True)
