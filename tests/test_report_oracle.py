@@ -82,7 +82,9 @@ def _power(effect: float, sd: float, n: int, alpha: float = ALPHA) -> float:
         c = crit * math.sqrt(v / df)
         return float((sps.norm.sf(c - nc) + sps.norm.cdf(-c - nc)) * sps.chi2.pdf(v, df))
 
-    return float(integrate.quad(rejects, 0, np.inf, epsabs=1e-13, epsrel=1e-11, limit=200)[0])
+    # Over the bulk of V only (quad over [0, inf) misses the narrow peak of a chi-square with many df).
+    low, high = sps.chi2.ppf(1e-15, df), sps.chi2.isf(1e-15, df)
+    return float(integrate.quad(rejects, low, high, points=[df], epsabs=1e-13, epsrel=1e-11, limit=200)[0])
 
 
 def _mde(sd: float, n: int, alpha: float = ALPHA) -> float:
