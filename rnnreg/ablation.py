@@ -283,7 +283,7 @@ def check_splits(corpus: Corpus, *, metric: str) -> None:
 # The run function
 
 
-def run(task: RunTask, corpus: Corpus) -> dict[str, Any]:
+def run_task(task: RunTask, corpus: Corpus) -> dict[str, Any]:
     """Run one task and return its record; an exception or a diverged loss becomes a failed record, never a raise."""
     t0 = time.perf_counter()
     record: dict[str, Any] = {

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rnnreg.ablation import RunTask, run
+from rnnreg.ablation import RunTask, run_task
 from rnnreg.cores import available_cores
 from rnnreg.data import Corpus
 from rnnreg.fsio import append_line, atomic_write_text
@@ -165,7 +165,7 @@ def _run_in_worker(task: RunTask) -> dict[str, Any]:
         raise RuntimeError("worker was not initialised with the corpus")
     if _WORKER_STARTS is not None:  # one small pipe write, done before the run: a death mid-run names its run
         _WORKER_STARTS.put((task.key, os.getpid()))
-    return (_WORKER_RUN or run)(task, _WORKER_CORPUS)
+    return (_WORKER_RUN or run_task)(task, _WORKER_CORPUS)
 
 
 def run_local(tasks: Sequence[RunTask], corpus: Corpus, workers: int, threads: int) -> Iterator[Event]:
@@ -175,7 +175,7 @@ def run_local(tasks: Sequence[RunTask], corpus: Corpus, workers: int, threads: i
     the runs in flight on the other workers are requeued, and a fresh pool goes on with them and the rest. After
     :data:`MAX_BREAKS` deaths in a row with no run finishing between them, the rest is recorded failed instead.
     """
-    run_fn = run  # looked up now, so that a stand-in set on this module reaches the workers too
+    run_fn = run_task  # looked up now, so that a stand-in set on this module reaches the workers too
     if workers == 1:
         _init_worker(corpus, threads, run_fn)
         for task in tasks:
@@ -360,7 +360,7 @@ def run_ray(
     try:
         remote = ray.remote(num_cpus=threads, max_retries=RAY_RETRIES)(_ray_task)
         corpus_ref = ray.put(corpus)
-        run_fn = run  # looked up now, so that a stand-in set on this module reaches the workers too
+        run_fn = run_task  # looked up now, so that a stand-in set on this module reaches the workers too
         for task in tasks:
             pending[remote.remote(task, corpus_ref, threads, run_fn)] = task
             yield "started", task

@@ -10,7 +10,7 @@ import pytest
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
-from rnnreg.ablation import LINEAR, RunTask, build_plan, data_fingerprint, run, split_for_seed, tasks_for
+from rnnreg.ablation import LINEAR, RunTask, build_plan, data_fingerprint, run_task, split_for_seed, tasks_for
 from rnnreg.config import DataConfig, Experiment, ModelConfig, TrainConfig
 from rnnreg.data import Corpus, tokenize
 
@@ -195,7 +195,7 @@ TINY = Experiment(
 
 def test_a_run_records_metrics_predictions_and_what_ran() -> None:
     corpus = _corpus()
-    record = run(RunTask("regularized", "rnn", TINY, 0, False, "fp"), corpus)
+    record = run_task(RunTask("regularized", "rnn", TINY, 0, False, "fp"), corpus)
     assert record["status"] == "ok", record["error"]
     assert record["seed"] == 0 and record["variant"] == "regularized" and record["epochs_run"] == 2
     assert len(record["test_pred"]) == len(corpus.test) and set(record["test_pred"]) <= {0, 1}
@@ -209,7 +209,7 @@ def test_a_run_records_metrics_predictions_and_what_ran() -> None:
 
 def test_a_run_is_deterministic_for_its_seed() -> None:
     corpus = _corpus()
-    a, b = (run(RunTask("r", "rnn", TINY, 1, False, "fp"), corpus) for _ in range(2))
+    a, b = (run_task(RunTask("r", "rnn", TINY, 1, False, "fp"), corpus) for _ in range(2))
     drop = {"wall_s"}
     assert {k: v for k, v in a.items() if k not in drop} == {k: v for k, v in b.items() if k not in drop}
 
@@ -217,7 +217,7 @@ def test_a_run_is_deterministic_for_its_seed() -> None:
 def test_a_failing_run_becomes_a_failed_record_not_an_exception() -> None:
     corpus = _corpus()
     empty_text = dataclasses.replace(corpus, test=[*corpus.test, ("", 0)])  # collate refuses a sequence of length 0
-    record = run(RunTask("r", "rnn", TINY, 0, True, "fp"), empty_text)
+    record = run_task(RunTask("r", "rnn", TINY, 0, True, "fp"), empty_text)
     assert record["status"] == "failed"
     assert record["error"].startswith(("ValueError", "RuntimeError")), record["error"]
 
@@ -226,14 +226,14 @@ def test_a_diverged_run_is_recorded_as_diverged() -> None:
     exploding = dataclasses.replace(
         TINY, train=dataclasses.replace(TINY.train, lr=1e30, clip="none", max_skipped_steps=3)
     )
-    record = run(RunTask("r", "rnn", exploding, 0, False, "fp"), _corpus())
+    record = run_task(RunTask("r", "rnn", exploding, 0, False, "fp"), _corpus())
     assert record["status"] == "diverged"
     assert "TrainingDiverged" in record["error"]
 
 
 def test_linear_reference_is_tfidf_bigrams_and_logistic_regression_with_c_chosen_on_validation() -> None:
     corpus = _corpus(n=120)
-    record = run(RunTask(LINEAR, "linear", TINY, 0, True, "fp"), corpus)
+    record = run_task(RunTask(LINEAR, "linear", TINY, 0, True, "fp"), corpus)
     assert record["status"] == "ok", record["error"]
     # Rebuilt here from scikit-learn directly with the C the run chose.
     vec = TfidfVectorizer(

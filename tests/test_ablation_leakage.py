@@ -20,7 +20,7 @@ import sklearn.linear_model
 from sklearn.metrics import f1_score
 
 import rnnreg.fit
-from rnnreg.ablation import LINEAR, build_plan, data_fingerprint, run, split_for_seed, tasks_for
+from rnnreg.ablation import LINEAR, build_plan, data_fingerprint, run_task, split_for_seed, tasks_for
 from rnnreg.config import DataConfig, Experiment, ModelConfig, TrainConfig
 from rnnreg.data import Corpus
 
@@ -143,7 +143,7 @@ def _linear_view(seen: Observed, record: dict[str, Any]) -> tuple[list[Example],
 def _run_linear(seen: Observed, fixed_split: bool, seed: int = 0) -> dict[str, Any]:
     plan = build_plan("none", BASE, [["a"]], seeds=seed + 1, fixed_split=fixed_split)
     (task,) = [t for t in tasks_for(plan, BASE, data_fingerprint(CORPUS)) if t.kind == "linear" and t.seed == seed]
-    record = run(task, CORPUS)
+    record = run_task(task, CORPUS)
     assert record["status"] == "ok", record["error"]
     return record
 
@@ -214,7 +214,7 @@ def _views_by_seed(observed: Observed, fixed_split: bool) -> dict[int, list[tupl
         observed.vectorizers.clear()
         observed.lr_fits.clear()
         observed.predictions.clear()
-        record = run(task, CORPUS)
+        record = run_task(task, CORPUS)
         if task.kind == "linear":
             assert record["status"] == "ok", record["error"]
             train, val, test = _linear_view(observed, record)
@@ -248,7 +248,7 @@ def test_every_variant_and_the_linear_reference_see_the_same_split_of_each_seed(
 def test_a_variants_own_split_seed_is_the_split_it_trains_on(observed: Observed) -> None:
     plan = build_plan("none", BASE, [["a"], ["other", "data.split_seed=9"]], seeds=1, linear=False)
     for task in tasks_for(plan, BASE, "fp"):
-        run(task, CORPUS)
+        run_task(task, CORPUS)
     seen_a, seen_other = observed.rnn
     assert seen_a == split_for_seed(CORPUS, 0, fixed_split=False, split_seed=4)
     assert seen_other == split_for_seed(CORPUS, 0, fixed_split=False, split_seed=9)
@@ -283,7 +283,7 @@ def test_split_seed_reaches_the_split_through_the_run(observed: Observed) -> Non
         experiment = dataclasses.replace(BASE, data=DataConfig(split_seed=split_seed))
         plan = build_plan("none", experiment, [["a"]], seeds=1, linear=False)
         (task,) = tasks_for(plan, experiment, "fp")
-        run(task, CORPUS)
+        run_task(task, CORPUS)
     at_0, at_7 = observed.rnn
     assert at_0 == split_for_seed(CORPUS, 0, fixed_split=False, split_seed=0)
     assert at_7 == split_for_seed(CORPUS, 0, fixed_split=False, split_seed=7)

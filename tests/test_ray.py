@@ -76,7 +76,7 @@ def test_a_ray_worker_killed_mid_run_is_rerun_by_ray_then_recorded_failed(
     marks = tmp_path / "marks"
     marks.mkdir()
     tasks = _tasks([["once"], ["always", "train.lr=0.01"], ["never", "train.lr=0.02"]], seeds=1, linear=False)
-    monkeypatch.setattr(rnnreg.sweep, "run", DiesInRay(marks, die={("once", 0): 1, ("always", 0): 99}))
+    monkeypatch.setattr(rnnreg.sweep, "run_task", DiesInRay(marks, die={("once", 0): 1, ("always", 0): 99}))
     store = RunStore(tmp_path / "out")
     result = sweep(tasks, _corpus(), store, executor="ray", workers=2, threads=1, progress=False)
 
@@ -94,7 +94,7 @@ def test_a_ray_worker_killed_mid_run_is_rerun_by_ray_then_recorded_failed(
     assert failed["error"].startswith("worker crashed: ") and "\n" not in failed["error"], failed["error"]
     assert len(store.path.read_text().splitlines()) == 3  # one record per run
 
-    monkeypatch.setattr(rnnreg.sweep, "run", FakeRuns())  # the next sweep retries exactly the failed run
+    monkeypatch.setattr(rnnreg.sweep, "run_task", FakeRuns())  # the next sweep retries exactly the failed run
     again = sweep(tasks, _corpus(), store, workers=1, threads=1, progress=False)
     assert (again.ran, again.reused, again.failed) == (1, 2, [])
 

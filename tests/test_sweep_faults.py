@@ -1,6 +1,6 @@
 """A worker process that dies (the out-of-memory killer's SIGKILL, an exit mid-run) costs its own run, nothing more.
 
-The stand-in run function (:class:`Scripted`) is set on ``rnnreg.sweep.run``; the process executor hands it to its
+The stand-in run function (:class:`Scripted`) is set on ``rnnreg.sweep.run_task``; the process executor hands it to its
 spawned workers, where a scripted run kills its own worker. Runs coordinate through marker files in a folder, never
 through sleeps: a run marked ``hold`` waits, on its first attempt, until the pool stops it, and a run marked to die
 waits until every ``hold`` run has started, so the death always lands while a healthy run is in flight.
@@ -94,7 +94,7 @@ def test_a_sigkilled_worker_fails_only_its_run_and_the_sweep_goes_on(
     tmp_path: Path, marks: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     tasks = _tasks([["a"], ["boom", "train.lr=0.01"]], seeds=2, linear=False)  # a0, boom0, a1, boom1
-    monkeypatch.setattr(rnnreg.sweep, "run", Scripted(marks, die={("boom", 0): "kill"}, hold={("a", 0)}))
+    monkeypatch.setattr(rnnreg.sweep, "run_task", Scripted(marks, die={("boom", 0): "kill"}, hold={("a", 0)}))
     store = RunStore(tmp_path / "out")
     result = sweep(tasks, _corpus(), store, workers=2, threads=1, progress=False)
 
@@ -109,7 +109,7 @@ def test_a_sigkilled_worker_fails_only_its_run_and_the_sweep_goes_on(
 
     # The same sweep again trains exactly the failed run.
     fake = FakeRuns()
-    monkeypatch.setattr(rnnreg.sweep, "run", fake)
+    monkeypatch.setattr(rnnreg.sweep, "run_task", fake)
     again = sweep(tasks, _corpus(), store, workers=1, threads=1, progress=False)
     assert [(t.variant, t.seed) for t in fake.calls] == [("boom", 0)]
     assert (again.ran, again.reused, again.failed) == (1, 3, [])
@@ -120,7 +120,7 @@ def test_workers_that_keep_dying_end_the_sweep_with_every_run_recorded_failed(
 ) -> None:
     tasks = _tasks([["a"], ["b", "train.lr=0.01"], ["c", "train.lr=0.02"], ["d", "train.lr=0.03"]], 2, linear=False)
     die = {(t.variant, t.seed): ("kill" if i % 2 else "exit") for i, t in enumerate(tasks)}  # every run dies
-    monkeypatch.setattr(rnnreg.sweep, "run", Scripted(marks, die=die, hold=set()))
+    monkeypatch.setattr(rnnreg.sweep, "run_task", Scripted(marks, die=die, hold=set()))
     store = RunStore(tmp_path / "out")
     result = sweep(tasks, _corpus(), store, workers=2, threads=1, progress=False)
 
@@ -150,7 +150,7 @@ def test_ablate_with_a_worker_killed_exits_1_without_a_traceback_and_the_rerun_t
         data, out, "--seeds", "2", "--preset", "none", "--variant", "a", "--variant", "boom", "train.lr=0.02"
     )
     argv[argv.index("--workers") + 1] = "2"
-    monkeypatch.setattr(rnnreg.sweep, "run", Scripted(marks, die={("boom", 1): "kill"}, hold={("a", 1)}))
+    monkeypatch.setattr(rnnreg.sweep, "run_task", Scripted(marks, die={("boom", 1): "kill"}, hold={("a", 1)}))
     assert main(argv) == 1
     printed, err = capsys.readouterr()
     assert "Traceback" not in printed + err
@@ -165,7 +165,7 @@ def test_ablate_with_a_worker_killed_exits_1_without_a_traceback_and_the_rerun_t
     assert _by_run(records)[("boom", 1, "failed")] == 1 and len(records) == 6  # 2 seeds x (a, boom, linear)
     assert "signal 9 (SIGKILL)" in next(r["error"] for r in records if r["status"] == "failed")
 
-    monkeypatch.setattr(rnnreg.sweep, "run", FakeRuns())
+    monkeypatch.setattr(rnnreg.sweep, "run_task", FakeRuns())
     assert main(argv) == 0
     assert "1 run(s) trained now, 5 reused" in capsys.readouterr().out
 

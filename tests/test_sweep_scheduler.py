@@ -1,6 +1,6 @@
 """The scheduler and the store: what runs, how often, with how many threads, and under which lock.
 
-A fake run function stands in for training (``rnnreg.sweep.run``, looked up at call time by the in-process
+A fake run function stands in for training (``rnnreg.sweep.run_task``, looked up at call time by the in-process
 executor), so these tests count runs and read the worker's state without training a model; one test spawns a
 real two-process pool with tiny runs to read back the threads each worker was given.
 """
@@ -75,7 +75,7 @@ class FakeRuns:
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch) -> FakeRuns:
     runs = FakeRuns()
-    monkeypatch.setattr(rnnreg.sweep, "run", runs)
+    monkeypatch.setattr(rnnreg.sweep, "run_task", runs)
     return runs
 
 
