@@ -77,9 +77,7 @@ def test_override_parses_each_type() -> None:
 
 
 def test_unknown_override_key_lists_the_valid_keys() -> None:
-    with pytest.raises(
-        ValueError, match=r"model\.dropout: unknown key; valid keys: model\.arch, .*model\.embed_p"
-    ):
+    with pytest.raises(ValueError, match=r"model\.dropout: unknown key; valid keys: model\.arch, .*model\.embed_p"):
         apply_overrides(Experiment(), ["model.dropout=0.3"])
     with pytest.raises(ValueError, match=r"unknown section 'optim'"):
         apply_overrides(Experiment(), ["optim.lr=1"])
