@@ -13,6 +13,7 @@ import dataclasses
 import errno
 import json
 import os
+import re
 import shlex
 import signal
 import sys
@@ -437,61 +438,35 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_usage(args: argparse.Namespace) -> str | None:
-    """The first misuse of `rnnreg check`'s options, said with its fix, or None: a usage error, not a FAIL row."""
-    model_options = {
-        "--call": args.call,
-        "--groups": args.groups,
-        "--vocab-size": args.vocab_size,
-        "--num-classes": args.num_classes,
-    }
-    needs_model = [name for name, value in model_options.items() if value is not None]
-    if needs_model and not args.factory:
-        verb = "acts" if len(needs_model) == 1 else "act"
-        return (
-            f"{', '.join(needs_model)} {verb} on the model of MODULE:FACTORY, and none was given; give it first, "
-            f"e.g. rnnreg check mymodels:build_model {needs_model[0]} ..."
-        )
-    functions = (args.loss, args.clip, args.optimizer, args.train_step, args.groups)
-    layer_options = {
-        "--locked-dropout": args.locked_dropout,
-        "--embedding-dropout": args.embedding_dropout,
-        "--weight-drop": args.weight_drop,
-    }
-    layers = [name for name, value in layer_options.items() if value]
-    if not args.factory and not any(functions) and not layers:
-        return (
-            "nothing to check: give MODULE:FACTORY and/or --loss, --clip, --optimizer, --train-step, --groups, "
-            "--locked-dropout, --embedding-dropout, --weight-drop"
-        )
-    if args.optimizer and args.decoupled is None:
-        return "--optimizer needs --decoupled (AdamW-style) or --coupled (L2 in the gradient)"
-    if layers and args.layer_p is None:
-        return f"{', '.join(layers)} needs --layer-p P, the dropout probability the factory builds with"
-    if args.layer_p is not None and not layers:
-        return (
-            f"--layer-p {args.layer_p} is the p of --locked-dropout, --embedding-dropout or --weight-drop, and none "
-            "was given; give the layer factory, or leave --layer-p out"
-        )
-    if args.layer_p is not None and not 0 < args.layer_p < 1:
-        return (
-            f"--layer-p must lie strictly between 0 and 1 (got {args.layer_p}): p = 0 drops nothing, so the layer "
-            "checks cannot observe it; build the layers with a p like 0.3 and pass --layer-p 0.3"
-        )
-    if args.input_size is not None and not args.weight_drop:
-        return f"--input-size {args.input_size} is the input width of the --weight-drop module; give --weight-drop"
-    if args.input_size is not None and args.input_size < 1:
-        return f"--input-size must be >= 1 (got {args.input_size}): the width of the --weight-drop module's inputs"
-    if args.vocab_size is not None and args.vocab_size < 2:
-        return f"--vocab-size must be >= 2 (got {args.vocab_size}): id 0 is PAD, real tokens are drawn from 1 up"
-    if args.num_classes is not None and args.num_classes < 1:
-        return f"--num-classes must be >= 1 (got {args.num_classes})"
-    return None
+# rnnreg.testing names run_checks' parameters; `rnnreg check` says the option the user typed.
+_CHECK_FLAGS = {
+    "model_factory": "MODULE:FACTORY",
+    "loss_fn": "--loss",
+    "clip_fn": "--clip",
+    "optimizer_factory": "--optimizer",
+    "decoupled=True": "--decoupled",
+    "decoupled=False": "--coupled",
+    "train_step": "--train-step",
+    "groups_fn": "--groups",
+    "locked_dropout": "--locked-dropout",
+    "embedding_dropout": "--embedding-dropout",
+    "weight_drop": "--weight-drop",
+    "layer_p": "--layer-p",
+    "input_size": "--input-size",
+    "call": "--call",
+    "vocab_size": "--vocab-size",
+    "num_classes": "--num-classes",
+}
+_CHECK_WORDS = re.compile(r"(?<![\w.-])(" + "|".join(map(re.escape, _CHECK_FLAGS)) + r")(?![\w=(])")
+
+
+def _check_flags(message: str) -> str:
+    return _CHECK_WORDS.sub(lambda m: _CHECK_FLAGS[m.group(1)], message)
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
     from rnnreg.testing.results import summary, write_json, write_junit
-    from rnnreg.testing.suite import load_object, run_checks
+    from rnnreg.testing.suite import check_arguments, load_object, run_checks
 
     given = {
         "model_factory": args.factory,
@@ -505,22 +480,22 @@ def _cmd_check(args: argparse.Namespace) -> int:
         "weight_drop": args.weight_drop,
         "call": args.call,
     }
-    problem = _check_usage(args)
-    if problem is not None:
-        return _fail(problem)
+    options = {
+        "decoupled": args.decoupled,
+        "layer_p": args.layer_p,
+        "input_size": args.input_size,
+        "vocab_size": args.vocab_size,
+        "num_classes": args.num_classes,
+    }
+    try:
+        check_arguments(**{k: v for k, v in given.items() if v}, **options)
+    except ValueError as e:
+        return _fail(_check_flags(str(e)))
     objects = {key: load_object(spec) for key, spec in given.items() if spec}
     for key, obj in objects.items():
         if not callable(obj):
             return _fail(f"{given[key]} is a {type(obj).__name__}, not a callable; name a function or a class")
-    rows = run_checks(
-        **objects,
-        decoupled=args.decoupled,
-        layer_p=args.layer_p,
-        input_size=args.input_size,
-        vocab_size=args.vocab_size,
-        num_classes=2 if args.num_classes is None else args.num_classes,
-        seed=args.seed,
-    )
+    rows = run_checks(**objects, **options, seed=args.seed)
     width = max(len(r.name) for r in rows)
     for r in rows:
         detail = r.detail.replace("\n", "\n" + " " * (width + 11))

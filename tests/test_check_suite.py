@@ -457,7 +457,7 @@ CLIP = "torch.nn.utils:clip_grad_norm_"
         (["--locked-dropout", LOCKED, "--layer-p", "0"], "--layer-p must lie strictly between 0 and 1 (got 0.0)"),
         (["--locked-dropout", LOCKED, "--layer-p", "1.5"], "--layer-p must lie strictly between 0 and 1 (got 1.5)"),
         (["--clip", CLIP, "--layer-p", "0.3"], "--layer-p 0.3 is the p of --locked-dropout, --embedding-dropout or"),
-        (["--embedding-dropout", LOCKED], "--embedding-dropout needs --layer-p P"),
+        (["--embedding-dropout", LOCKED], "--embedding-dropout needs --layer-p, the dropout probability"),
         (["--locked-dropout", LOCKED, "--layer-p", "0.3", "--input-size", "8"], "--input-size 8 is the input width"),
         (["--weight-drop", LOCKED, "--layer-p", "0.3", "--input-size", "0"], "--input-size must be >= 1 (got 0)"),
         (["rnnreg.model:SequenceClassifier", "--vocab-size", "1"], "--vocab-size must be >= 2 (got 1)"),
@@ -473,8 +473,21 @@ def test_usage_errors_exit_2_with_one_line_naming_the_fix(
     assert err.startswith("rnnreg: error: ") and message in err and err.count("\n") == 1
 
 
-def test_run_checks_refuses_a_layer_p_the_layer_checks_cannot_observe() -> None:
-    with pytest.raises(ValueError, match=r"layer_p must be the layers' dropout probability, 0 < p < 1 \(got 0\)"):
-        run_checks(locked_dropout=nn.Dropout, layer_p=0)
-    with pytest.raises(ValueError, match=r"input_size must be a positive int, .* \(got -2\)"):
-        run_checks(input_size=-2)
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({}, "nothing to check: give model_factory and/or loss_fn"),
+        ({"clip_fn": max, "vocab_size": 10}, "vocab_size acts on the model of model_factory, and none was given"),
+        ({"optimizer_factory": max}, "optimizer_factory needs decoupled=True"),
+        ({"locked_dropout": nn.Dropout}, "locked_dropout needs layer_p"),
+        ({"locked_dropout": nn.Dropout, "layer_p": 0}, r"layer_p must lie strictly between 0 and 1 \(got 0\)"),
+        ({"clip_fn": max, "layer_p": 0.3}, "layer_p 0.3 is the p of locked_dropout, embedding_dropout or weight_drop"),
+        ({"locked_dropout": nn.Dropout, "layer_p": 0.3, "input_size": 8}, "input_size 8 is the input width"),
+        ({"weight_drop": nn.LSTM, "layer_p": 0.3, "input_size": -2}, r"input_size must be >= 1 \(got -2\)"),
+        ({"model_factory": nn.Linear, "vocab_size": 1}, r"vocab_size must be >= 2 \(got 1\)"),
+        ({"model_factory": nn.Linear, "num_classes": 0}, r"num_classes must be >= 1 \(got 0\)"),
+    ],
+)
+def test_run_checks_refuses_arguments_that_cannot_go_together(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        run_checks(**kwargs)

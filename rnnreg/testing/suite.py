@@ -270,6 +270,79 @@ def _decay_groups(
     return regularizers.check_decay_groups(model, groups_fn, expect_decay=expect_decay)
 
 
+def check_arguments(
+    *,
+    model_factory: object = None,
+    loss_fn: object = None,
+    clip_fn: object = None,
+    optimizer_factory: object = None,
+    decoupled: bool | None = None,
+    train_step: object = None,
+    groups_fn: object = None,
+    locked_dropout: object = None,
+    embedding_dropout: object = None,
+    weight_drop: object = None,
+    layer_p: float | None = None,
+    input_size: int | None = None,
+    call: object = None,
+    vocab_size: int | None = None,
+    num_classes: int | None = None,
+) -> None:
+    """Refuse arguments of :func:`run_checks` that cannot go together, naming each parameter and the fix.
+
+    Anything not None counts as given, so a caller can check its options before it loads the objects they name.
+    """
+    model_options = {"call": call, "groups_fn": groups_fn, "vocab_size": vocab_size, "num_classes": num_classes}
+    needs_model = [name for name, value in model_options.items() if value is not None]
+    if needs_model and model_factory is None:
+        verb = "acts" if len(needs_model) == 1 else "act"
+        raise ValueError(
+            f"{', '.join(needs_model)} {verb} on the model of model_factory, and none was given; give model_factory too"
+        )
+    functions = (loss_fn, clip_fn, optimizer_factory, train_step, groups_fn)
+    layer_options = {
+        "locked_dropout": locked_dropout,
+        "embedding_dropout": embedding_dropout,
+        "weight_drop": weight_drop,
+    }
+    layers = [name for name, value in layer_options.items() if value is not None]
+    if model_factory is None and all(f is None for f in functions) and not layers:
+        raise ValueError(
+            "nothing to check: give model_factory and/or loss_fn, clip_fn, optimizer_factory, train_step, groups_fn, "
+            "locked_dropout, embedding_dropout, weight_drop"
+        )
+    if optimizer_factory is not None and decoupled is None:
+        raise ValueError(
+            "optimizer_factory needs decoupled=True (AdamW-style: p shrinks by lr*wd) or decoupled=False "
+            "(L2: wd*p added to the gradient, as Adam/SGD weight_decay)"
+        )
+    if layers and layer_p is None:
+        verb = "needs" if len(layers) == 1 else "need"
+        raise ValueError(f"{', '.join(layers)} {verb} layer_p, the dropout probability the factory builds with")
+    if layer_p is not None and not layers:
+        raise ValueError(
+            f"layer_p {layer_p} is the p of locked_dropout, embedding_dropout or weight_drop, and none was given; "
+            "give the layer factory, or leave layer_p out"
+        )
+    if layer_p is not None and (
+        isinstance(layer_p, bool) or not isinstance(layer_p, (int, float)) or not 0 < layer_p < 1
+    ):
+        raise ValueError(
+            f"layer_p must lie strictly between 0 and 1 (got {layer_p!r}): p = 0 drops nothing, so the layer checks "
+            "cannot observe it; build the layers with a p like 0.3 and pass layer_p 0.3"
+        )
+    if input_size is not None and weight_drop is None:
+        raise ValueError(f"input_size {input_size} is the input width of weight_drop's module; give weight_drop")
+    if input_size is not None and (isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 1):
+        raise ValueError(f"input_size must be >= 1 (got {input_size!r}): the width of weight_drop's module's inputs")
+    if vocab_size is not None and (isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 2):
+        raise ValueError(f"vocab_size must be >= 2 (got {vocab_size!r}): id 0 is PAD, real tokens are drawn from 1 up")
+    if num_classes is not None and (
+        isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1
+    ):
+        raise ValueError(f"num_classes must be >= 1 (got {num_classes!r})")
+
+
 def run_checks(
     model_factory: Callable[[], Any] | None = None,
     *,
@@ -287,7 +360,7 @@ def run_checks(
     input_size: int | None = None,
     call: checks.Call | None = None,
     vocab_size: int | None = None,
-    num_classes: int = 2,
+    num_classes: int | None = None,
     seed: int = 0,
     only: Collection[str] | None = None,
 ) -> list[CheckResult]:
@@ -310,7 +383,7 @@ def run_checks(
         call: ``call(model, tokens, lengths) -> logits`` for models with another call convention (see adapters).
         vocab_size: token ids of the test batch lie below it; when None, the size of the token embedding (an
             nn.Embedding or nn.EmbeddingBag not named like a position or segment table, one with padding_idx first).
-        num_classes: labels of the test batch lie below it.
+        num_classes: labels of the test batch lie below it (default 2).
         seed: seeds the model construction and the test batch.
         only: run only the checks with these names (the others are left out of the result).
 
@@ -318,28 +391,24 @@ def run_checks(
         One CheckResult per check, model checks first, in a fixed order. Statuses: PASS, FAIL, WARN (pad content
         read: correct while pads hold PAD_ID), SKIP (nothing to check) and NOT RUN (torch could not run it here).
     """
-    if optimizer_factory is not None and decoupled is None:
-        raise ValueError(
-            "optimizer_factory needs decoupled=True (AdamW-style: p shrinks by lr*wd) or decoupled=False "
-            "(L2: wd*p added to the gradient, as Adam/SGD weight_decay)"
-        )
-    if num_classes < 1:
-        raise ValueError(f"num_classes must be >= 1 (got {num_classes})")
-    layers = {"locked_dropout": locked_dropout, "embedding_dropout": embedding_dropout, "weight_drop": weight_drop}
-    if any(v is not None for v in layers.values()):
-        if layer_p is None:
-            raise ValueError(
-                "locked_dropout, embedding_dropout and weight_drop need layer_p, the p they were built with"
-            )
-        if isinstance(layer_p, bool) or not isinstance(layer_p, (int, float)) or not 0 < layer_p < 1:
-            raise ValueError(
-                f"layer_p must be the layers' dropout probability, 0 < p < 1 (got {layer_p!r}); p = 0 cannot be "
-                "observed: build the layers with e.g. p=0.3"
-            )
-    if input_size is not None and (isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 1):
-        raise ValueError(
-            f"input_size must be a positive int, the width weight_drop's module takes (got {input_size!r})"
-        )
+    check_arguments(
+        model_factory=model_factory,
+        loss_fn=loss_fn,
+        clip_fn=clip_fn,
+        optimizer_factory=optimizer_factory,
+        decoupled=decoupled,
+        train_step=train_step,
+        groups_fn=groups_fn,
+        locked_dropout=locked_dropout,
+        embedding_dropout=embedding_dropout,
+        weight_drop=weight_drop,
+        layer_p=layer_p,
+        input_size=input_size,
+        call=call,
+        vocab_size=vocab_size,
+        num_classes=num_classes,
+    )
+    num_classes = 2 if num_classes is None else num_classes
     wanted = _wanted(only)
     rows = _model_rows(
         model_factory, vocab_size, num_classes, seed, call, tuple(n for n in MODEL_CHECKS if n in wanted)
