@@ -480,7 +480,8 @@ def measure_mechanisms(
     """
     tc = experiment.train
     median, p90 = mechanisms.norm_quantiles(history.grad_norms)
-    shrink = None if history.decay_log_shrink is None else -math.expm1(history.decay_log_shrink)
+    # 0.0 - expm1: no steps or no decay is a shrink of 0.0, never -0.0 (which JSON and the tables would print)
+    shrink = None if history.decay_log_shrink is None else 0.0 - math.expm1(history.decay_log_shrink)
     out: dict[str, Any] = {
         "clip_rate": mechanisms.clip_rate(history.grad_norms, tc.max_norm) if tc.clip == "norm" else None,
         "grad_norm_median": median,

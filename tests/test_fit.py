@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import random
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from torch import nn
 import rnnreg.fit
 from rnnreg.config import DataConfig, Experiment, ModelConfig, TrainConfig
 from rnnreg.data import Corpus
-from rnnreg.fit import Prepared, evaluate, fit, load_model, prepare
+from rnnreg.fit import History, Prepared, evaluate, fit, load_model, prepare
 from rnnreg.testing import strategies as rst
 
 WORDS_POS = ["good", "great", "fine", "fun", "love"]
@@ -246,3 +247,31 @@ def test_prepare_vocabulary_has_no_word_seen_only_in_validation_or_test() -> Non
     assert {"validword", "testword", "unseen"}.isdisjoint(train_words)
     data = prepare(DataConfig(source="tiny"), corpus=corpus)
     assert set(data.vocab.itos[2:]) == train_words  # every training word, and nothing else (PAD, UNK first)
+
+
+def test_without_a_validation_split_epochs_are_selected_on_training_loss_and_say_so() -> None:
+    corpus = _corpus(n_eval=0)
+    data = prepare(DataConfig(source="tiny"), corpus=dataclasses.replace(corpus, val=[], test=[]))
+    exp = Experiment(DataConfig(source="tiny"), TINY_MODEL, TrainConfig(epochs=3, batch_size=8, lr=1e-2, patience=0))
+    history = fit(exp, data, seed=0).history
+    losses = [r.train_loss for r in history.epochs]
+    assert history.selected_on == "train_loss" and history.best_val_f1 is None  # no macro-F1 was ever measured
+    assert history.best_epoch == 1 + losses.index(min(losses)) and history.best_score == -min(losses)
+    # A history written before best_score reads back the same way.
+    old = {k: v for k, v in history.to_dict().items() if k not in ("best_score", "selected_on")}
+    old["best_val_f1"] = history.best_score
+    assert History.from_dict(old) == history
+
+
+def test_with_validation_the_best_score_is_the_best_epochs_macro_f1(data: Prepared, experiment: Experiment) -> None:
+    history = fit(experiment, data, seed=0).history
+    best = history.epochs[history.best_epoch - 1].val
+    assert best is not None and history.selected_on == "val_macro_f1"
+    assert history.best_val_f1 == history.best_score == best.macro_f1
+
+
+def test_no_decay_is_a_shrink_of_plus_zero() -> None:
+    data = prepare(DataConfig(source="tiny"), corpus=_corpus())
+    exp = Experiment(DataConfig(source="tiny"), TINY_MODEL, dataclasses.replace(TINY_TRAIN, epochs=1, weight_decay=0.0))
+    shrink = fit(exp, data, seed=0).mechanisms["decay_shrink"]
+    assert shrink == 0.0 and math.copysign(1.0, shrink) == 1.0 and json.dumps(shrink) == "0.0"
