@@ -416,7 +416,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     elif h.stopped_early:
-        print(f"stopped: no better validation macro-F1 for {t.patience} epochs (converged)")
+        on = "validation macro-F1" if h.selected_on == "val_macro_f1" else "training loss"
+        print(f"stopped: no better {on} for {t.patience} epochs (converged)")
     print(_format_mechanisms(result.mechanisms))
     for reason in inert(result.mechanisms, experiment).values():
         print(f"inert at these settings: {reason}")

@@ -126,6 +126,16 @@ def test_train_then_evaluate_a_csv(tmp_path: Path, good_csv: Path, capsys: pytes
     assert metrics["accuracy"] >= LEARNS_ACCURACY
 
 
+def test_train_without_a_validation_split_never_prints_a_validation_score(
+    tmp_path: Path, good_csv: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["train", "--data", str(good_csv), "--epochs", "2", "--set", "data.val_frac=0.0", *TINY]
+    code, out, _ = _run([*argv, "--out", str(tmp_path / "r")], capsys)
+    assert code == 0
+    assert "lowest training loss" in out and "(no validation split)" in out
+    assert "val macro-F1" not in out and "val acc" not in out
+
+
 def test_evaluate_refuses_labels_the_model_never_saw(
     tmp_path: Path, good_csv: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
