@@ -154,6 +154,12 @@ def _add_check(sub: _Subparsers) -> None:
     )
     p.add_argument("--call", metavar="MODULE:FN", help="call(model, tokens, lengths) -> logits, for other conventions")
     p.add_argument("--groups", metavar="MODULE:FN", help="make_optimizer(model) -> optimizer: checks decay groups")
+    p.add_argument(
+        "--expect-decay",
+        action="store_const",
+        const=True,
+        help="with --groups: you configured a weight decay, so groups in which nothing decays fail",
+    )
     p.add_argument("--locked-dropout", metavar="MODULE:FACTORY", help="zero-argument factory of a locked dropout")
     p.add_argument("--embedding-dropout", metavar="MODULE:FACTORY", help="factory of layer(tokens) -> embeddings")
     p.add_argument("--weight-drop", metavar="MODULE:FACTORY", help="factory of an RNN with weight drop")
@@ -449,6 +455,7 @@ _CHECK_FLAGS = {
     "decoupled=False": "--coupled",
     "train_step": "--train-step",
     "groups_fn": "--groups",
+    "expect_decay": "--expect-decay",
     "locked_dropout": "--locked-dropout",
     "embedding_dropout": "--embedding-dropout",
     "weight_drop": "--weight-drop",
@@ -483,6 +490,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     }
     options = {
         "decoupled": args.decoupled,
+        "expect_decay": args.expect_decay,
         "layer_p": args.layer_p,
         "input_size": args.input_size,
         "vocab_size": args.vocab_size,

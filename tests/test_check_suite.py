@@ -491,3 +491,18 @@ def test_usage_errors_exit_2_with_one_line_naming_the_fix(
 def test_run_checks_refuses_arguments_that_cannot_go_together(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         run_checks(**kwargs)
+
+
+def test_expect_decay_fails_groups_in_which_nothing_decays_and_needs_groups(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["check", "reference_models.correct:TransformerClassifier"]
+    groups = ["--groups", "reference_models.styles:buggy_hf_groups_config_default"]
+    assert main([*argv, *groups]) == 0  # nothing decays, and nobody said it should: accepted, and said
+    assert "none decays" in capsys.readouterr().out
+    assert main([*argv, *groups, "--expect-decay"]) == 1
+    out = capsys.readouterr().out
+    assert "decay_groups" in out and "but expect_decay=True" in out
+    assert main(["check", "--clip", CLIP, "--expect-decay"]) == 2
+    err = capsys.readouterr().err
+    assert "--expect-decay says what the decay groups of --groups should do; give --groups" in err

@@ -279,6 +279,7 @@ def check_arguments(
     decoupled: bool | None = None,
     train_step: object = None,
     groups_fn: object = None,
+    expect_decay: bool | None = None,
     locked_dropout: object = None,
     embedding_dropout: object = None,
     weight_drop: object = None,
@@ -311,6 +312,8 @@ def check_arguments(
             "nothing to check: give model_factory and/or loss_fn, clip_fn, optimizer_factory, train_step, groups_fn, "
             "locked_dropout, embedding_dropout, weight_drop"
         )
+    if expect_decay is not None and groups_fn is None:
+        raise ValueError("expect_decay says what the decay groups of groups_fn should do; give groups_fn")
     if optimizer_factory is not None and decoupled is None:
         raise ValueError(
             "optimizer_factory needs decoupled=True (AdamW-style: p shrinks by lr*wd) or decoupled=False "
@@ -399,6 +402,7 @@ def run_checks(
         decoupled=decoupled,
         train_step=train_step,
         groups_fn=groups_fn,
+        expect_decay=expect_decay,
         locked_dropout=locked_dropout,
         embedding_dropout=embedding_dropout,
         weight_drop=weight_drop,
