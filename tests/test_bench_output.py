@@ -5,12 +5,12 @@ from __future__ import annotations
 import errno
 import importlib.util
 import json
-import os
 from pathlib import Path
 
 import pytest
+from helpers import failing_os_write, temp_files
 
-from rnnreg import bench, fsio
+from rnnreg import bench
 
 CPUINFO = "processor\t: 0\nmodel name\t: AMD EPYC 7B12\ncpu MHz\t\t: 2250.000\nflags\t\t: avx fma avx2\n"
 
@@ -49,24 +49,6 @@ RECORDS = [
     for name, ms in (("floor", 1.0), ("regularized", 1.5))
     for group, b, t in (("length", 4, 2), ("length", 4, 4), ("batch", 2, 4), ("batch", 4, 4))
 ]
-
-
-def failing_os_write(monkeypatch: pytest.MonkeyPatch, err: int, after: int) -> None:
-    """``os.write`` (fsio's way to the disk) writes ``after`` bytes, then fails with ``err``."""
-    real_write, budget = os.write, [after]
-
-    def write(fd: int, data: bytes | memoryview) -> int:
-        if budget[0] <= 0:
-            raise OSError(err, os.strerror(err))
-        n = real_write(fd, bytes(data[: budget[0]]))
-        budget[0] -= n
-        return n
-
-    monkeypatch.setattr(fsio.os, "write", write)
-
-
-def temp_files(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".tmp"))
 
 
 # ------------------------------------------------------------------------------------------------- output paths

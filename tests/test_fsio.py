@@ -11,28 +11,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from helpers import failing_os_write, temp_files
 
 from rnnreg import fsio
 from rnnreg.fsio import OutputLock, OutputLockedError, append_line, atomic_write_bytes, atomic_write_text
-
-
-def _failing_write(monkeypatch: pytest.MonkeyPatch, err: int, *, after: int = 0) -> None:
-    """Make ``os.write`` (as fsio sees it) write ``after`` bytes, then fail with ``err`` (ENOSPC, EIO)."""
-    real_write = os.write
-    budget = [after]
-
-    def write(fd: int, data: bytes | memoryview) -> int:
-        if budget[0] <= 0:
-            raise OSError(err, os.strerror(err))
-        n = real_write(fd, bytes(data[: budget[0]]))
-        budget[0] -= n
-        return n
-
-    monkeypatch.setattr(fsio.os, "write", write)
-
-
-def _leftovers(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".tmp"))
 
 
 def test_atomic_write_replaces_content_and_leaves_no_temp_file(tmp_path: Path) -> None:
@@ -42,7 +24,7 @@ def test_atomic_write_replaces_content_and_leaves_no_temp_file(tmp_path: Path) -
     assert path.read_bytes() == b"second" * 100_000
     atomic_write_text(path, "caf\u00e9\n")
     assert path.read_bytes() == "caf\u00e9\n".encode()
-    assert _leftovers(path.parent) == []
+    assert temp_files(path.parent) == []
 
 
 @pytest.mark.parametrize("err", [errno.ENOSPC, errno.EIO])
@@ -52,12 +34,12 @@ def test_failed_atomic_write_keeps_previous_file(
 ) -> None:
     path = tmp_path / "ckpt.pt"
     atomic_write_bytes(path, b"previous checkpoint")
-    _failing_write(monkeypatch, err, after=after)
+    failing_os_write(monkeypatch, err, after=after)
     with pytest.raises(OSError) as info:
         atomic_write_bytes(path, b"new checkpoint, longer than the budget")
     assert info.value.errno == err
     assert path.read_bytes() == b"previous checkpoint"
-    assert _leftovers(tmp_path) == []
+    assert temp_files(tmp_path) == []
 
 
 def test_failed_fsync_keeps_previous_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -71,7 +53,7 @@ def test_failed_fsync_keeps_previous_file(tmp_path: Path, monkeypatch: pytest.Mo
     with pytest.raises(OSError):
         atomic_write_text(path, "new")
     assert path.read_text() == "old"
-    assert _leftovers(tmp_path) == []
+    assert temp_files(tmp_path) == []
 
 
 def test_append_line_adds_whole_lines(tmp_path: Path) -> None:
@@ -90,7 +72,7 @@ def test_append_line_refuses_embedded_newline(tmp_path: Path) -> None:
 def test_failed_append_leaves_earlier_lines_intact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, after: int) -> None:
     path = tmp_path / "runs.jsonl"
     append_line(path, '{"run": 1}')
-    _failing_write(monkeypatch, errno.ENOSPC, after=after)
+    failing_os_write(monkeypatch, errno.ENOSPC, after=after)
     with pytest.raises(OSError):
         append_line(path, '{"run": 2, "a long record": "that does not fit"}')
     assert path.read_text() == '{"run": 1}\n'  # a short write is cut back: no torn last line
