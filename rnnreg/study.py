@@ -64,11 +64,8 @@ class Study:
     min_effect: float
     out: Path
     force: bool = False
-    executor: str = "process"
-    workers: int | None = None
-    threads: int | None = None
-    address: str | None = None
-    sweep_options: dict[str, Any] = field(default_factory=dict)  # progress=, on_record= for rnnreg.sweep.sweep
+    # executor, workers, threads, address, progress, on_record: passed to rnnreg.sweep.sweep as they are
+    sweep_options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def manifest(self) -> dict[str, str]:
@@ -100,10 +97,6 @@ class Study:
                 list(self.tasks),
                 self.corpus,
                 self.store,
-                executor=self.executor,
-                workers=self.workers,
-                threads=self.threads,
-                address=self.address,
                 **self.sweep_options,
             )
             keys = {(t.variant, t.seed): t.key for t in self.tasks}
@@ -187,7 +180,14 @@ def plan_study(
     folder = Path(out) if out is not None else default_out(experiment)
     fingerprint = data_fingerprint(corpus)
     refuse_other_data(folder, {"fingerprint": fingerprint, "data": corpus.describe()}, force=force)
-    options: dict[str, Any] = {"progress": progress, "on_record": on_record}
+    options: dict[str, Any] = {
+        "executor": executor,
+        "workers": workers,
+        "threads": threads,
+        "address": address,
+        "progress": progress,
+        "on_record": on_record,
+    }
     return Study(
         plan=plan,
         corpus=corpus,
@@ -198,10 +198,6 @@ def plan_study(
         min_effect=max(float(min_effect), 1 / len(evaluation)) if evaluation else float(min_effect),
         out=folder,
         force=force,
-        executor=executor,
-        workers=workers,
-        threads=threads,
-        address=address,
         sweep_options=options,
     )
 
