@@ -465,11 +465,28 @@ _CHECK_FLAGS = {
     "vocab_size": "--vocab-size",
     "num_classes": "--num-classes",
 }
-_CHECK_WORDS = re.compile(r"(?<![\w.-])(" + "|".join(map(re.escape, _CHECK_FLAGS)) + r")(?![\w=(])")
+# rnnreg.bench names BenchConfig's fields and the output paths; `rnnreg bench` says its options.
+_BENCH_FLAGS = {
+    "batch_size": "--batch-size",
+    "seq_len": "--seq-len",
+    "threads": "--threads",
+    "repeats": "--repeats",
+    "device 'cuda'": "--device cuda",  # as typed
+    "device 'cpu'": "--device cpu",
+    "device": "--device",
+    "json path": "--json",
+    "plot path": "--plot",
+}
 
 
-def _check_flags(message: str) -> str:
-    return _CHECK_WORDS.sub(lambda m: _CHECK_FLAGS[m.group(1)], message)
+def _in_cli_words(message: str, words: dict[str, str] | None = None) -> str:
+    """``message`` with each library word of ``words`` (default :data:`_FLAGS`) said as the CLI's option.
+
+    Whole words only, and never inside a quoted path or a ``name=value`` / ``name(...)`` the message shows as code.
+    """
+    words = _FLAGS if words is None else words
+    names = "|".join(map(re.escape, sorted(words, key=len, reverse=True)))  # the longest phrase wins
+    return re.sub(rf"(?<![\w./'-])({names})(?![\w/'=(-])", lambda m: words[m.group(1)], message)
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -499,7 +516,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     try:
         check_arguments(**{k: v for k, v in given.items() if v}, **options)
     except ValueError as e:
-        return _fail(_check_flags(str(e)))
+        return _fail(_in_cli_words(str(e), _CHECK_FLAGS))
     objects = {key: load_object(spec) for key, spec in given.items() if spec}
     for key, obj in objects.items():
         if not callable(obj):
@@ -522,19 +539,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    import re
-
     from rnnreg import bench
-
-    flags = {"batch_size": "--batch-size", "seq_len": "--seq-len", "threads": "--threads", "repeats": "--repeats"}
-    flags |= {"device": "--device", "json path": "--json", "plot path": "--plot"}
-
-    def flagged(e: ValueError) -> ValueError:
-        """The library's message with each parameter it names (outside quoted paths) as the flag that sets it."""
-        message = re.sub(r"\bdevice '(\w+)'", r"--device \1", str(e))  # as typed: --device cuda
-        for name, flag in flags.items():
-            message = re.sub(rf"(?<![\w./'-]){name}(?![\w/'-])", flag, message)
-        return ValueError(message)
 
     try:
         cfg = bench.BenchConfig.defaults(
@@ -553,7 +558,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         if args.plot is not None:
             bench.check_output_path(args.plot, "plot path", ".png")
     except ValueError as e:
-        raise flagged(e) from None
+        raise ValueError(_in_cli_words(str(e), _BENCH_FLAGS)) from None
     hardware = bench.probe_hardware(cfg.threads)
     for line in [*hardware.describe(), cfg.describe(), "", bench.TABLE_HEADER]:
         print(line)
@@ -621,12 +626,6 @@ _FLAGS = {
     "json path": "--json",
     "junit path": "--junit",
 }
-
-
-def _in_cli_words(message: str) -> str:
-    for phrase, flag in _FLAGS.items():
-        message = message.replace(phrase, flag)
-    return message
 
 
 def main(argv: Sequence[str] | None = None) -> int:
