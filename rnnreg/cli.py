@@ -22,6 +22,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rnnreg.allocator import keep_freed_memory
 from rnnreg.config import Experiment, TrainConfig, apply_overrides, valid_keys
 
 if TYPE_CHECKING:
@@ -634,6 +635,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     args.argv = argv  # for the resume command that `train` prints when it is stopped
+    keep_freed_memory()  # every step reuses the pages the step before freed (rnnreg.allocator)
     warnings.simplefilter("default")  # show library warnings (a no-op regularizer, an amp that did not apply) once
     try:
         return COMMANDS[args.command](args)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from rnnreg.ablation import RunTask, run_task
+from rnnreg.allocator import keep_freed_memory
 from rnnreg.cores import available_cores
 from rnnreg.data import Corpus
 from rnnreg.fsio import append_line, atomic_write_text
@@ -154,6 +155,7 @@ def _init_worker(corpus: Corpus, threads: int, run_fn: RunFn | None = None, star
     global _WORKER_CORPUS, _WORKER_RUN, _WORKER_STARTS
     import torch
 
+    keep_freed_memory()
     torch.set_num_threads(threads)
     _WORKER_CORPUS = corpus
     _WORKER_RUN = run_fn
@@ -318,6 +320,7 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
 def _ray_task(task: RunTask, corpus: Corpus, threads: int, run_fn: RunFn) -> dict[str, Any]:
     import torch
 
+    keep_freed_memory()
     torch.set_num_threads(threads)
     return run_fn(task, corpus)
 

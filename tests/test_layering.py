@@ -20,6 +20,7 @@ PACKAGE = ROOT / "rnnreg"
 # module or a package; a package's modules share its rank and may import one another.
 RANKS: dict[str, int] = {
     "rnnreg": 0,  # the root __init__: imports nothing, so anyone may import it
+    "rnnreg.allocator": 1,
     "rnnreg.cores": 1,
     "rnnreg.fsio": 1,
     "rnnreg.config": 1,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from rnnreg.allocator import keep_freed_memory
 from rnnreg.layers import rnn_supports_autocast
 
 FMA_UNITS = 2  # vector FMA pipes per core assumed by the peak estimate (x86 server cores since Haswell / Zen 2)
@@ -92,6 +93,7 @@ class Hardware:
     cuda: str | None  # the CUDA device's name, None without one
     peak_fp32: float | None
     peak_bf16: float | None
+    allocator: str = "not set up (rnnreg.allocator.keep_freed_memory not called)"  # what malloc does with freed memory
 
     def describe(self) -> list[str]:
         """The header lines of ``rnnreg bench``."""
@@ -102,6 +104,7 @@ class Hardware:
             f"CPU: {cpu.model} ({cpu.logical_cpus} logical CPUs{clock}); vector flags: {isa}; "
             f"torch CPU capability: {self.torch_capability}",
             f"torch {self.torch_version}, {self.threads} thread(s); CUDA: {self.cuda or 'none (CUDA rows skipped)'}",
+            f"memory allocator: {self.allocator}",
         ]
         if cpu.native_bf16 and self.lstm_bf16:
             lines.append(f"bf16: native ({cpu.bf16_units}); under bf16 autocast the LSTM runs bf16 kernels (oneDNN)")
@@ -134,4 +137,5 @@ def probe_hardware(threads: int, cpuinfo: CpuInfo | None = None) -> Hardware:
         cuda=torch.cuda.get_device_name() if torch.cuda.is_available() else None,
         peak_fp32=peak32,
         peak_bf16=peak16,
+        allocator=keep_freed_memory(),  # both the floor and rnnreg are timed with it: each step reuses freed pages
     )

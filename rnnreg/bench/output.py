@@ -63,6 +63,7 @@ def write_json(records: Sequence[Record], hardware: Hardware, path: Path) -> Non
         "lstm_bf16": hardware.lstm_bf16,
         "threads": hardware.threads,
         "torch": hardware.torch_version,
+        "allocator": hardware.allocator,
     }
     rows = [dataclasses.asdict(r) | machine for r in records]
     atomic_write_text(path, json.dumps(rows, indent=2) + "\n")
