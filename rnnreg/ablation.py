@@ -326,9 +326,12 @@ def _run_rnn(experiment: Experiment, corpus: Corpus, seed: int) -> dict[str, Any
     from rnnreg.fit import fit, predict, prepare
     from rnnreg.mechanisms import inert
 
+    start = time.perf_counter()
     data = prepare(experiment.data, corpus=corpus)
+    prepare_s = time.perf_counter() - start
     result = fit(experiment, data, seed)
     h = result.history
+    start = time.perf_counter()
     tc = experiment.train
     out: dict[str, Any] = {
         "best_epoch": h.best_epoch,
@@ -354,6 +357,10 @@ def _run_rnn(experiment: Experiment, corpus: Corpus, seed: int) -> dict[str, Any
                 out["test_pred"] = pred.tolist()
         else:
             out.update({f"{name}_acc": None, f"{name}_f1": None})
+    # Where the run's wall time went: fit's parts (fit.TIMED_PARTS), the vocabulary and encoding before, the
+    # predictions for this record after; run_task's wall_s holds the rest (the split, the process's imports).
+    seconds = {"prepare": prepare_s, **h.seconds, "predict": time.perf_counter() - start}
+    out["seconds"] = {part: round(value, 3) for part, value in seconds.items()}
     return out
 
 

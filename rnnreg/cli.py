@@ -426,12 +426,22 @@ def _cmd_train(args: argparse.Namespace) -> int:
         on = "validation macro-F1" if h.selected_on == "val_macro_f1" else "training loss"
         print(f"stopped: no better {on} for {t.patience} epochs (converged)")
     print(_format_mechanisms(result.mechanisms))
+    print(_format_time_split(h.seconds))
     for reason in inert(result.mechanisms, experiment).values():
         print(f"inert at these settings: {reason}")
     if result.test is not None:
         print(f"test: accuracy {result.test.accuracy:.4f}, macro-F1 {result.test.macro_f1:.4f} (n={result.test.n})")
     print(f"wrote {out_dir / 'model.pt'}, {out_dir / 'last.pt'}, {out_dir / 'metrics.json'}")
     return 0
+
+
+def _format_time_split(seconds: dict[str, float]) -> str:
+    from rnnreg.fit import time_split
+
+    parts = time_split(seconds)
+    total = sum(parts.values())
+    shown = ", ".join(f"{part} {value:.1f} s ({value / total:.0%})" for part, value in parts.items() if total > 0)
+    return f"time in fit: {total:.1f} s: {shown}"
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:

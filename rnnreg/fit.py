@@ -5,13 +5,14 @@ Checkpoint files themselves (atomic writes, checked reads) live in :mod:`rnnreg.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
 import math
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,6 +108,7 @@ class History:
     low_precision: list[str] = field(default_factory=list)
     grad_norms: list[float] = field(default_factory=list)  # pre-clip norm of every step taken, for the clip rate
     decay_log_shrink: float | None = None  # sum of log(1 - lr*wd) over steps taken; None for coupled L2
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time by part of fit (TIMED_PARTS)
 
     @property
     def best_val_f1(self) -> float | None:
@@ -130,6 +132,28 @@ class History:
             d["best_score"] = d.pop("best_val_f1")
             d["selected_on"] = "val_macro_f1" if any(r.val is not None for r in records) else "train_loss"
         return cls(**{**d, "epochs": records})
+
+
+# The parts of fit() whose wall time History.seconds adds up, over every epoch (a resumed run's history carries the
+# seconds of the process before). "train_step" lies within "training loop"; the rest of the loop is batching.
+TIMED_PARTS = ("training loop", "train_step", "validation", "best weights", "checkpoints", "test", "mechanisms")
+
+
+def time_split(seconds: dict[str, float]) -> dict[str, float]:
+    """History.seconds as parts that add up to fit's timed total: train_step, the rest of the training loop
+    ("batching": collating, moving to the device, bookkeeping), then validation and the others as recorded."""
+    loop, steps = seconds.get("training loop", 0.0), seconds.get("train_step", 0.0)
+    rest = {part: value for part, value in seconds.items() if part not in ("training loop", "train_step")}
+    return {"train_step": steps, "batching": max(loop - steps, 0.0), **rest}
+
+
+@contextlib.contextmanager
+def _timed(history: History, part: str) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        history.seconds[part] = history.seconds.get(part, 0.0) + time.perf_counter() - start
 
 
 @dataclass
@@ -356,22 +380,30 @@ def _train_epoch(
     t0 = time.perf_counter()
     run.model.train()
     losses, norms, correct, seen, skipped = [], [], 0, 0, 0
-    for batch in iterate_batches(data.train, tc.batch_size, shuffle=True, bucket=tc.bucket, generator=run.batch_gen):
-        batch = batch.to(device)
-        stats = train_step(run.model, batch, run.optimizer, run.scaler, tc)
-        skipped += stats.skipped
-        run.skip_streak = run.skip_streak + 1 if stats.skipped else 0
-        if tc.max_skipped_steps and run.skip_streak >= tc.max_skipped_steps:
-            raise TrainingDiverged(_diverged_message(run.skip_streak, run.epoch, tc, last_path))
-        if not stats.skipped:
-            losses.append(stats.loss)
-            norms.append(stats.grad_norm)
-            if run.history.decay_log_shrink is not None:
-                run.history.decay_log_shrink += mechanisms.decay_step_log_factor(run.optimizer) or 0.0
-        correct += int((stats.logits.argmax(1) == batch.labels).sum())
-        seen += len(batch)
+    steps_s = 0.0  # inside train_step; the rest of the loop is batching and bookkeeping
+    with _timed(run.history, "training loop"):
+        for batch in iterate_batches(
+            data.train, tc.batch_size, shuffle=True, bucket=tc.bucket, generator=run.batch_gen
+        ):
+            batch = batch.to(device)
+            start = time.perf_counter()
+            stats = train_step(run.model, batch, run.optimizer, run.scaler, tc)
+            steps_s += time.perf_counter() - start
+            skipped += stats.skipped
+            run.skip_streak = run.skip_streak + 1 if stats.skipped else 0
+            if tc.max_skipped_steps and run.skip_streak >= tc.max_skipped_steps:
+                raise TrainingDiverged(_diverged_message(run.skip_streak, run.epoch, tc, last_path))
+            if not stats.skipped:
+                losses.append(stats.loss)
+                norms.append(stats.grad_norm)
+                if run.history.decay_log_shrink is not None:
+                    run.history.decay_log_shrink += mechanisms.decay_step_log_factor(run.optimizer) or 0.0
+            correct += int((stats.logits.argmax(1) == batch.labels).sum())
+            seen += len(batch)
+    run.history.seconds["train_step"] = run.history.seconds.get("train_step", 0.0) + steps_s
     run.history.grad_norms.extend(norms)
-    val = evaluate(run.model, data.val, batch_size=tc.eval_batch_size, amp=run.history.amp) if data.val else None
+    with _timed(run.history, "validation"):
+        val = evaluate(run.model, data.val, batch_size=tc.eval_batch_size, amp=run.history.amp) if data.val else None
     return EpochRecord(
         epoch=run.epoch,
         train_loss=float(np.mean(losses)) if losses else math.nan,
@@ -394,7 +426,8 @@ def _keep_best(run: _Run, record: EpochRecord, patience: int) -> None:
         h.selected_on, score = "train_loss", -record.train_loss
     if score > h.best_score:
         h.best_epoch, h.best_score = record.epoch, score
-        run.best_state = copy.deepcopy(run.model.state_dict())
+        with _timed(h, "best weights"):
+            run.best_state = copy.deepcopy(run.model.state_dict())
     h.stopped_early, h.truncated = mechanisms.stopping(record.epoch, h.best_epoch, patience)
 
 
@@ -439,7 +472,8 @@ def fit(
         record = _train_epoch(run, data, tc, device, last_path)
         _keep_best(run, record, tc.patience)
         if last_path is not None:
-            _save_checkpoint(_training_state(run, seed, task), last_path)
+            with _timed(run.history, "checkpoints"):
+                _save_checkpoint(_training_state(run, seed, task), last_path)
         if progress is not None:
             progress(record)
     return _finish(run, experiment, data, seed, out_dir)
@@ -451,8 +485,10 @@ def _finish(run: _Run, experiment: Experiment, data: Prepared, seed: int, out_di
     model.load_state_dict(run.best_state)
     model.eval()
     tc = experiment.train
-    test = evaluate(model, data.test, batch_size=tc.eval_batch_size, amp=history.amp) if data.test else None
-    measured = measure_mechanisms(model, data, history, experiment, seed)
+    with _timed(history, "test"):
+        test = evaluate(model, data.test, batch_size=tc.eval_batch_size, amp=history.amp) if data.test else None
+    with _timed(history, "mechanisms"):
+        measured = measure_mechanisms(model, data, history, experiment, seed)
     if out_dir is not None:
         save_model(out_dir / "model.pt", model, experiment, data.vocab, data.corpus.label_names, history.to_dict())
         metrics = {

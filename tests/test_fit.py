@@ -275,3 +275,22 @@ def test_no_decay_is_a_shrink_of_plus_zero() -> None:
     exp = Experiment(DataConfig(source="tiny"), TINY_MODEL, dataclasses.replace(TINY_TRAIN, epochs=1, weight_decay=0.0))
     shrink = fit(exp, data, seed=0).mechanisms["decay_shrink"]
     assert shrink == 0.0 and math.copysign(1.0, shrink) == 1.0 and json.dumps(shrink) == "0.0"
+
+
+def test_fit_records_where_its_time_went_by_part(data: Prepared, experiment: Experiment, tmp_path: Path) -> None:
+    result = fit(experiment, data, seed=0, out_dir=tmp_path)
+    seconds = result.history.seconds
+    assert set(seconds) == set(rnnreg.fit.TIMED_PARTS)
+    assert all(value >= 0 for value in seconds.values())
+    assert seconds["train_step"] <= seconds["training loop"]
+    # every epoch's own wall time lies within the loop and the validation timed around it
+    epochs = sum(r.seconds for r in result.history.epochs)
+    assert seconds["training loop"] + seconds["validation"] <= epochs + 1e-3
+    assert History.from_dict(json.loads(json.dumps(result.history.to_dict()))).seconds == seconds
+
+
+def test_the_time_split_adds_up_to_the_timed_total() -> None:
+    seconds = {"training loop": 10.0, "train_step": 8.5, "validation": 1.0, "test": 0.25}
+    split = rnnreg.fit.time_split(seconds)
+    assert split == {"train_step": 8.5, "batching": 1.5, "validation": 1.0, "test": 0.25}
+    assert sum(split.values()) == 11.25  # the loop once, not twice

@@ -49,14 +49,14 @@ def _snapshot(folder: Path) -> dict[str, bytes] | None:
 
 
 def _comparable(record: dict) -> dict:
-    """A run record without what differs between two identical runs: wall time."""
-    return {k: v for k, v in record.items() if k != "wall_s"}
+    """A run record without what differs between two identical runs: wall time, in all and by part."""
+    return {k: v for k, v in record.items() if k not in ("wall_s", "seconds")}
 
 
 def _untimed(obj: object) -> object:
-    """``obj`` (parsed JSON) with every ``wall_s`` removed, at any depth."""
+    """``obj`` (parsed JSON) with every ``wall_s`` and ``seconds`` removed, at any depth."""
     if isinstance(obj, dict):
-        return {k: _untimed(v) for k, v in obj.items() if k != "wall_s"}
+        return {k: _untimed(v) for k, v in obj.items() if k not in ("wall_s", "seconds")}
     if isinstance(obj, list):
         return [_untimed(v) for v in obj]
     return obj

@@ -185,7 +185,7 @@ def test_two_worker_processes_give_the_same_records_as_one(tmp_path: Path) -> No
     tasks = tasks_for(plan, BASE, "fp")
     one = sweep(tasks, corpus, RunStore(tmp_path / "one"), workers=1, threads=1, progress=False).records
     two = sweep(tasks, corpus, RunStore(tmp_path / "two"), workers=2, progress=False).records
-    volatile = {"wall_s", "threads"}
+    volatile = {"wall_s", "seconds", "threads"}
 
     def strip(records: dict) -> dict:
         return {k: {f: v for f, v in r.items() if f not in volatile} for k, r in records.items()}
